@@ -1,0 +1,26 @@
+# Two commands do all the set-up on a fresh machine (Python >= 3.11 with venv and a C compiler):
+#   make demo   -> create .venv, install csp, convert the bundled sample slide and read it back
+#   make test   -> create .venv, install csp with its test extras, run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+
+.PHONY: demo test bench clean
+
+$(VENV)/.csp-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.csp-installed
+	$(PY) -m csp.demo
+
+test: $(VENV)/.csp-installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.csp-installed
+	$(PY) benchmarks/bench_read.py
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

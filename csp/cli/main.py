@@ -1,0 +1,242 @@
+"""``csp`` command line: ``convert``, ``info``, ``verify``, ``detect``.
+
+``main(argv) -> int`` is what tests call in-process. Every :class:`~csp.errors.CspError` becomes one
+clear line on stderr and a non-zero exit code; ``--traceback`` shows the full trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from csp.errors import CspError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="csp", description="Lossless whole-slide image container tools.")
+    p.add_argument("--traceback", action="store_true", help="show full tracebacks on errors")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command")
+
+    c = sub.add_parser("convert", help="convert vendor slides into CSP containers")
+    c.add_argument("sources", nargs="+", help="slide files (or folders for multi-file formats)")
+    c.add_argument("-o", "--output", required=True, help="output directory (created if missing)")
+    c.add_argument("--layout", choices=("zip", "dir"), default="zip",
+                   help="zip: one .csp file per slide (default); dir: a .zarr directory per slide")
+    c.add_argument("--overwrite", action="store_true", help="replace existing containers")
+    c.add_argument("--no-verify", action="store_true", help="skip the re-read comparison with the source")
+    c.add_argument("--shard-tiles", type=int, default=16, help="tiles per shard side (default 16)")
+    c.add_argument("--no-pyramid", action="store_true", help="do not build levels below single-level sources")
+    c.add_argument("--json", action="store_true", help="print one JSON result per slide")
+
+    i = sub.add_parser("info", help="describe a container (or a source slide)")
+    i.add_argument("path")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+
+    v = sub.add_parser("verify", help="re-decode every tile and check the container")
+    v.add_argument("container")
+    v.add_argument("--source", help="compare tile bytes and pixels with this source slide")
+    v.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("detect", help="which reader takes a file")
+    d.add_argument("path")
+    d.add_argument("--debug", action="store_true", help="show why each reader accepted or rejected it")
+    return p
+
+
+def output_name(source: str, layout: str) -> str:
+    """Container file name for a source: its name without extension(s) + ``.csp`` / ``.zarr``."""
+    base = os.path.basename(os.path.normpath(source))
+    stem = base
+    for suffix in (".ome.tiff", ".ome.tif"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    else:
+        stem = os.path.splitext(stem)[0] or stem
+    return stem + (".csp" if layout == "zip" else ".zarr")
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from csp.convert import convert
+
+    os.makedirs(args.output, exist_ok=True)
+    failed = 0
+    names: dict[str, str] = {}
+    for src in args.sources:
+        dst = os.path.join(args.output, output_name(src, args.layout))
+        if dst in names:
+            _err(f"{src}: output name {dst} already used by {names[dst]}; skipped")
+            failed += 1
+            continue
+        names[dst] = src
+        try:
+            res = convert(src, dst, layout=args.layout, overwrite=args.overwrite, verify=not args.no_verify,
+                          shard_tiles=args.shard_tiles, build_pyramid=not args.no_pyramid)
+        except CspError as exc:
+            failed += 1
+            _err(f"error: {exc}")
+            if args.traceback:
+                traceback.print_exc()
+            continue
+        if args.json:
+            print(json.dumps(res.to_json()))
+        else:
+            ratio = res.bytes_out / res.bytes_in if res.bytes_in else float("nan")
+            print(f"{src} -> {dst}: {len(res.levels)} levels, {res.tiles} tiles, "
+                  f"{_mb(res.bytes_in)} -> {_mb(res.bytes_out)} ({ratio:.3f}x), "
+                  f"{res.seconds:.2f} s{', verified' if res.verified else ''}")
+    if failed:
+        _err(f"{failed} of {len(args.sources)} slide(s) failed")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def describe(path: str) -> dict[str, Any]:
+    """Summary of a container or source slide as plain JSON data (what ``csp info`` prints)."""
+    from csp.slide import CspSlide, open_slide
+
+    with open_slide(path) as slide:
+        props = dict(slide.properties)
+        info: dict[str, Any] = {
+            "path": path,
+            "kind": "csp-container" if isinstance(slide, CspSlide) else "source",
+            "vendor": props.get("openslide.vendor"),
+            "dimensions": list(slide.dimensions),
+            "mpp": [props.get("openslide.mpp-x"), props.get("openslide.mpp-y")],
+            "objective_power": props.get("openslide.objective-power"),
+            "levels": [
+                {"index": i, "width": w, "height": h, "downsample": slide.level_downsamples[i],
+                 "tile": [int(props[f"openslide.level[{i}].tile-width"]),
+                          int(props[f"openslide.level[{i}].tile-height"])],
+                 "encoding": props.get(f"csp.level[{i}].encoding"), "mode": props.get(f"csp.level[{i}].mode")}
+                for i, (w, h) in enumerate(slide.level_dimensions)],
+            "associated_images": sorted(slide.associated_images),
+            "icc_profile_bytes": len(slide.icc_profile) if slide.icc_profile else 0,
+        }
+        if isinstance(slide, CspSlide):
+            meta = slide.metadata
+            info["format_version"] = meta["version"]
+            info["source"] = meta["source"]
+            info["converter"] = meta.get("converter")
+            info["complete"] = slide.reader.completion is not None
+            info["bytes"] = _container_bytes(path)
+    return info
+
+
+def _container_bytes(path: str) -> int:
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(r, f)) for r, _d, fs in os.walk(path) for f in fs)
+    return os.path.getsize(path)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    info = describe(args.path)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return EXIT_OK
+    print(f"{info['path']}  ({info['kind']}, vendor {info['vendor']})")
+    if "source" in info:
+        src = info["source"]
+        print(f"  source      {src['name']}  {_mb(src['size'])}  sha256 {str(src.get('sha256', '-'))[:16]}…"
+              f"  reader {src.get('reader')}")
+        print(f"  container   format {info['format_version']}, {_mb(info['bytes'])}, "
+              f"{'complete' if info['complete'] else 'INCOMPLETE'}")
+    print(f"  size        {info['dimensions'][0]} x {info['dimensions'][1]} px, mpp {info['mpp'][0]} x "
+          f"{info['mpp'][1]}, objective {info['objective_power']}")
+    print("  levels")
+    for lv in info["levels"]:
+        enc = f"  {lv['encoding']} ({lv['mode']})" if lv["encoding"] else ""
+        print(f"    {lv['index']:>2}  {lv['width']:>7} x {lv['height']:<7} ds {lv['downsample']:<8.4g} "
+              f"tile {lv['tile'][0]}x{lv['tile'][1]}{enc}")
+    print(f"  associated  {', '.join(info['associated_images']) or '-'}")
+    if info["icc_profile_bytes"]:
+        print(f"  icc profile {info['icc_profile_bytes']} bytes")
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from csp.container.verify import verify_container
+
+    t0 = time.perf_counter()
+    report = verify_container(args.container, source=args.source, raise_on_error=False)
+    dt = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps({**report.__dict__, "ok": report.ok, "seconds": dt}))
+    elif report.ok:
+        against = f" against {report.source}" if report.source else ""
+        print(f"OK {args.container}: {report.levels} levels, {report.tiles_checked} tiles, "
+              f"{report.associated} associated images verified{against} in {dt:.2f} s")
+    else:
+        _err(f"FAILED {args.container}: {len(report.problems)} problem(s)")
+        for p in report.problems[:50]:
+            _err(f"  {p}")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from csp.registry import detect
+
+    det = detect(args.path)
+    match = det.match
+    if args.debug:
+        for v in det.verdicts:
+            mark = "ACCEPT" if v.accepted else "reject"
+            print(f"{mark:7} {v.reader:14} {v.reason}")
+    if match is None:
+        _err(f"{args.path}: no reader accepts this file")
+        return EXIT_FAILED
+    print(f"{args.path}: {match.reader}")
+    return EXIT_OK
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the process exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from csp import __version__
+
+        print(f"csp {__version__}")
+        return EXIT_OK
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    handler = {"convert": _cmd_convert, "info": _cmd_info, "verify": _cmd_verify, "detect": _cmd_detect}
+    try:
+        return handler[args.command](args)
+    except CspError as exc:
+        _err(f"error: {exc}")
+        if args.traceback:
+            traceback.print_exc()
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

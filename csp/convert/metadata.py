@@ -1,0 +1,75 @@
+"""The unified ``csp`` metadata block and NGFF attributes written into a container."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from csp.container import spec
+from csp.convert.plan import LevelPlan
+from csp.readers.base import SlideReader
+
+
+def file_sha256(path: str, chunk: int = 1 << 22) -> str:
+    """Streaming sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def source_identity(path: str) -> dict[str, Any]:
+    """Name, size and sha256 of a source file or of every file of a source folder."""
+    if os.path.isdir(path):
+        files = []
+        for root, _d, names in os.walk(path):
+            for n in sorted(names):
+                p = os.path.join(root, n)
+                files.append({"name": os.path.relpath(p, path), "size": os.path.getsize(p),
+                              "sha256": file_sha256(p)})
+        return {"name": os.path.basename(os.path.normpath(path)), "size": sum(f["size"] for f in files),
+                "files": files}
+    return {"name": os.path.basename(path), "size": os.path.getsize(path), "sha256": file_sha256(path)}
+
+
+def encoding_json(plan: LevelPlan) -> dict[str, Any]:
+    """``{"codec": ..., "config": ...}`` with bytes as base64."""
+    return {"codec": plan.encoding.codec, "config": spec.encode_config(plan.encoding.config)}
+
+
+def build_attributes(reader: SlideReader, plans: Sequence[LevelPlan], associated: dict[str, Any],
+                     source: dict[str, Any]) -> dict[str, Any]:
+    """Root group attributes: ``ome`` (NGFF 0.5 multiscales) and ``csp`` (unified metadata)."""
+    from csp import __version__
+
+    md = reader.metadata
+    csp_block: dict[str, Any] = {
+        "format": "csp",
+        "version": spec.FORMAT_VERSION,
+        "source": {**source, "reader": reader.name},
+        "vendor": md.vendor,
+        "mpp": {"x": md.mpp_x, "y": md.mpp_y},
+        "objective_power": md.objective_power,
+        "scan_date": md.scan_date,
+        "scanner": md.scanner,
+        "icc_profile": None if md.icc_profile is None else spec.encode_config({"v": md.icc_profile})["v"],
+        "channel_names": list(md.channel_names),
+        "provenance": dict(md.provenance),
+        "properties": dict(reader.properties),
+        "levels": [
+            {"path": spec.level_name(p.index), "width": p.width, "height": p.height,
+             "tile_width": p.tile_width, "tile_height": p.tile_height, "downsample": list(p.downsample),
+             "mode": p.mode, "source_level": p.source_level, "origin": p.origin, "encoding": encoding_json(p)}
+            for p in plans
+        ],
+        "associated": associated,
+        "converter": {"name": "csp", "version": __version__,
+                      "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
+    }
+    ome = spec.multiscales(os.path.splitext(source["name"])[0], [p.downsample for p in plans],
+                           (md.mpp_x, md.mpp_y))
+    return {"ome": ome, "csp": csp_block}

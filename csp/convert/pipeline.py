@@ -1,0 +1,225 @@
+"""Converting one slide: plan, stream tiles into shards, write metadata, verify, then complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from csp.codecs import get_tile_codec
+from csp.container import spec
+from csp.container.pyramid import BandCascade, cut_band
+from csp.container.spec import LevelLayout
+from csp.container.stores import open_writer
+from csp.container.writer import ContainerWriter, ShardedArrayWriter
+from csp.convert.metadata import build_attributes, source_identity
+from csp.convert.plan import PIXEL_ENCODING, LevelPlan, plan_levels
+from csp.errors import CodecError, CorruptSlideError, CspError
+from csp.readers.base import SlideReader
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class ConversionResult:
+    """Summary of one conversion."""
+
+    source: str
+    output: str
+    reader: str
+    levels: list[dict[str, Any]]
+    associated: list[str]
+    bytes_in: int
+    bytes_out: int
+    seconds: float
+    verified: bool
+    tiles: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON form (for reports)."""
+        return dict(self.__dict__)
+
+
+def _layout(p: LevelPlan, shard_tiles: int) -> LevelLayout:
+    return LevelLayout.choose(p.width, p.height, p.channels, p.tile_width, p.tile_height, shard_tiles)
+
+
+def _codecs_json(p: LevelPlan) -> list[dict[str, Any]]:
+    return [c.to_dict() for c in get_tile_codec(p.encoding).zarr_codecs()]
+
+
+def convert(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    layout: str | None = None,
+    overwrite: bool = False,
+    shard_tiles: int = spec.DEFAULT_SHARD_TILES,
+    build_pyramid: bool = True,
+    verify: bool = True,
+    progress: Progress | None = None,
+) -> ConversionResult:
+    """Convert a vendor slide into a CSP container.
+
+    Parameters
+    ----------
+    src
+        Source slide file (or folder for multi-file formats).
+    dst
+        Container path. ``*.csp`` (or ``*.zip``) gives the single-file layout, anything else a directory,
+        unless ``layout`` (``"zip"`` / ``"dir"``) says otherwise.
+    overwrite
+        Replace an existing output.
+    shard_tiles
+        Tiles per shard side (a shard holds up to ``shard_tiles**2`` tiles).
+    build_pyramid
+        Build 2x levels below a single-level source.
+    verify
+        Re-read the written container and compare it with the source before completing it.
+
+    Returns
+    -------
+    ConversionResult
+        What was written, sizes and timings.
+
+    Raises
+    ------
+    CspError
+        Any problem with the source or the output; the destination is left untouched.
+    """
+    from csp.registry import open_source
+
+    src, dst = os.fspath(src), os.fspath(dst)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    with open_source(src) as reader:
+        plans = plan_levels(reader, build_pyramid=build_pyramid)
+        store = open_writer(dst, layout=layout, overwrite=overwrite)
+        try:
+            writer = ContainerWriter(store)
+            t = time.perf_counter()
+            _write_levels(reader, writer, plans, shard_tiles, progress)
+            assoc = _write_associated(reader, writer)
+            timings["write_tiles"] = time.perf_counter() - t
+            t = time.perf_counter()
+            source = source_identity(src)
+            timings["hash_source"] = time.perf_counter() - t
+            writer.write_metadata(build_attributes(reader, plans, assoc, source))
+            store.seal()
+            if verify:
+                from csp.container.verify import verify_container
+
+                t = time.perf_counter()
+                verify_container(store.staging, reader=reader, require_complete=False, progress=progress)
+                timings["verify"] = time.perf_counter() - t
+            record = writer.completion_record({"source_sha256": source.get("sha256"), "verified": verify})
+            store.commit({spec.COMPLETION_KEY: json.dumps(record, indent=1).encode()})
+        except BaseException:
+            store.abort()
+            raise
+    tiles = sum(r.tiles_written for r in writer.arrays.values())
+    return ConversionResult(
+        source=src, output=dst, reader=reader.name,
+        levels=[{"index": p.index, "width": p.width, "height": p.height, "mode": p.mode,
+                 "encoding": p.encoding.codec, "bytes": writer.arrays[spec.level_name(p.index)].bytes_written}
+                for p in plans],
+        associated=sorted(assoc), bytes_in=int(source["size"]), bytes_out=store.bytes_written,
+        seconds=time.perf_counter() - t0, verified=verify, tiles=tiles, timings=timings)
+
+
+def _write_levels(reader: SlideReader, writer: ContainerWriter, plans: list[LevelPlan], shard_tiles: int,
+                  progress: Progress | None) -> None:
+    built = [p for p in plans if p.mode == "built"]
+    sinks: dict[int, ShardedArrayWriter] = {
+        p.index: writer.array(spec.level_name(p.index), _layout(p, shard_tiles), p.dtype, _codecs_json(p))
+        for p in plans}
+    cascade: BandCascade | None = None
+    base_for_cascade = -1
+    if built:
+        base_for_cascade = built[0].index - 1
+        pixel_codec = get_tile_codec(PIXEL_ENCODING)
+
+        def sink(k: int, row: int, band: np.ndarray) -> None:
+            p = plans[base_for_cascade + k]
+            lay = _layout(p, shard_tiles)
+            sinks[p.index].add_row(row, [pixel_codec.encode(t) for t in cut_band(band, lay)])
+
+        cascade = BandCascade(len(built), sink)
+    total = sum(_layout(p, shard_tiles).tiles_down for p in plans if p.mode != "built")
+    done = 0
+    for p in plans:
+        if p.mode == "built":
+            continue
+        lay = _layout(p, shard_tiles)
+        store_codec = get_tile_codec(p.encoding)
+        feed = cascade is not None and p.index == base_for_cascade
+        src_level = p.source_level
+        assert src_level is not None
+        src_codec = get_tile_codec(reader.levels[src_level].encoding)
+        shape = (p.tile_height, p.tile_width, p.channels)
+        for row in range(lay.tiles_down):
+            tiles: list[bytes | None] = []
+            decoded: list[np.ndarray] = []
+            for col in range(lay.tiles_across):
+                if p.mode == "passthrough":
+                    data = reader.read_tile_encoded(src_level, col, row)
+                    tiles.append(data)
+                    if feed:
+                        decoded.append(_decode_source(reader, src_codec, data, shape, p, col, row))
+                else:
+                    pix = reader.read_tile(src_level, col, row)
+                    tiles.append(store_codec.encode(pix))
+                    if feed:
+                        decoded.append(pix)
+            sinks[p.index].add_row(row, tiles)
+            if feed:
+                assert cascade is not None
+                band = np.concatenate(decoded, axis=1)[: min(p.tile_height, p.height - row * p.tile_height),
+                                                       : p.width]
+                cascade.push(band)
+            done += 1
+            if progress:
+                progress("write", done, total)
+    if cascade is not None:
+        cascade.finish()
+    for s in sinks.values():
+        s.finish()
+
+
+def _decode_source(reader: SlideReader, codec: Any, data: bytes | None, shape: tuple[int, int, int],
+                   p: LevelPlan, col: int, row: int) -> np.ndarray:
+    if data is None:
+        return np.zeros(shape, dtype=p.dtype)
+    try:
+        return codec.decode(data, shape, np.dtype(p.dtype))
+    except CodecError as exc:
+        raise CorruptSlideError(reader.source_path,
+                                f"level {p.source_level} tile ({col}, {row}) does not decode: {exc.detail}") from exc
+
+
+def _write_associated(reader: SlideReader, writer: ContainerWriter) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    codec = get_tile_codec(PIXEL_ENCODING)
+    for name in sorted(reader.associated):
+        try:
+            img = reader.read_associated(name)
+        except CspError:
+            raise
+        if img.ndim == 2:
+            img = img[:, :, None]
+        h, w, c = img.shape
+        path = f"{spec.ASSOCIATED_GROUP}/{name}"
+        lay = LevelLayout(w, h, c, w, h, 1, 1)
+        sink = writer.array(path, lay, str(img.dtype), [x.to_dict() for x in codec.zarr_codecs()])
+        sink.add_row(0, [codec.encode(np.ascontiguousarray(img))])
+        sink.finish()
+        out[name] = {"path": path, "width": w, "height": h, "channels": c,
+                     "source": reader.associated[name].source_tag,
+                     "encoding": {"codec": PIXEL_ENCODING.codec, "config": dict(PIXEL_ENCODING.config)}}
+    return out

@@ -1,0 +1,67 @@
+"""Deciding, per level, how a slide is stored: before any byte is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from csp.codecs import can_store
+from csp.container.pyramid import built_level_sizes
+from csp.readers.base import SlideReader, TileEncoding
+
+#: Interim pixel-lossless encoding for levels CSP builds or sources that cannot be passed through.
+PIXEL_ENCODING = TileEncoding("zstd", {"level": 3})
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    """How one container level is produced.
+
+    ``mode`` is ``"passthrough"`` (source tile bytes stored unchanged), ``"pixel"`` (source tiles decoded
+    and stored with a lossless pixel codec) or ``"built"`` (downsampled 2x from the level above).
+    """
+
+    index: int
+    mode: str
+    width: int
+    height: int
+    tile_width: int
+    tile_height: int
+    channels: int
+    dtype: str
+    encoding: TileEncoding
+    source_level: int | None
+    downsample: tuple[float, float]
+
+    @property
+    def origin(self) -> str:
+        """Human description of where the level's pixels come from."""
+        if self.mode == "built":
+            return f"built: 2x mean downsample of level {self.index - 1}"
+        return f"source level {self.source_level} ({self.mode})"
+
+
+def plan_levels(reader: SlideReader, *, build_pyramid: bool = True,
+                pixel_encoding: TileEncoding = PIXEL_ENCODING) -> list[LevelPlan]:
+    """Plan every container level for ``reader``'s slide.
+
+    Stored levels are passed through where their encoding can be stored as is; otherwise their pixels are
+    stored losslessly. A single-level source gets a 2x pyramid built below it (``build_pyramid``).
+    """
+    plans: list[LevelPlan] = []
+    base = reader.levels[0]
+    for i, lv in enumerate(reader.levels):
+        passthrough = can_store(lv.encoding)
+        plans.append(LevelPlan(
+            index=i, mode="passthrough" if passthrough else "pixel", width=lv.width, height=lv.height,
+            tile_width=lv.tile_width, tile_height=lv.tile_height, channels=lv.channels, dtype=lv.dtype,
+            encoding=lv.encoding if passthrough else pixel_encoding, source_level=i,
+            downsample=(base.width / lv.width, base.height / lv.height)))
+    if build_pyramid and len(reader.levels) == 1:
+        for w, h in built_level_sizes(base.width, base.height, base.tile_width, base.tile_height):
+            i = len(plans)
+            plans.append(LevelPlan(
+                index=i, mode="built", width=w, height=h, tile_width=base.tile_width,
+                tile_height=base.tile_height, channels=base.channels, dtype=base.dtype,
+                encoding=pixel_encoding, source_level=None,
+                downsample=(base.width / w, base.height / h)))
+    return plans
