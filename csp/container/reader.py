@@ -16,7 +16,7 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
-from csp.codecs import get_tile_codec
+from csp.codecs import TileCodec, get_tile_codec
 from csp.container import spec
 from csp.container.spec import LevelLayout
 from csp.container.stores import StoreReader, open_reader
@@ -33,6 +33,7 @@ class StoredArray:
     dtype: np.dtype
     encoding: TileEncoding
     fill_value: int
+    codec: TileCodec
 
     @property
     def tile_shape(self) -> tuple[int, int, int]:
@@ -145,7 +146,7 @@ class ContainerReader:
             raise ContainerError(self.path, f"array {path} is missing")
         layout, dtype, fill = _layout_from_meta(path, meta, self.path)
         encoding = TileEncoding(enc["codec"], spec.decode_config(enc.get("config", {})))
-        return StoredArray(path, layout, dtype, encoding, fill)
+        return StoredArray(path, layout, dtype, encoding, fill, get_tile_codec(encoding))
 
     # ------------------------------------------------------------------ tiles
     def _index(self, arr: StoredArray, shard_row: int, shard_col: int) -> np.ndarray | None:
@@ -198,7 +199,7 @@ class ContainerReader:
             out[...] = arr.fill_value
             return out
         try:
-            return get_tile_codec(arr.encoding).decode(data, arr.tile_shape, arr.dtype, out=out)
+            return arr.codec.decode(data, arr.tile_shape, arr.dtype, out=out)
         except CodecError as exc:
             raise CodecError(self.path, f"array {arr.path} tile ({col}, {row}): {exc.detail}") from exc
 
