@@ -24,12 +24,12 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from csp.container.verify import verify_container as verify
-    from csp.convert.pipeline import convert
+    from csp.conversion.pipeline import convert
     from csp.registry import detect
     from csp.slide import open_slide
 
 _LAZY = {
-    "convert": ("csp.convert.pipeline", "convert"),
+    "convert": ("csp.conversion.pipeline", "convert"),
     "open_slide": ("csp.slide", "open_slide"),
     "verify": ("csp.container.verify", "verify_container"),
     "detect": ("csp.registry", "detect"),

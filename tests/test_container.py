@@ -159,7 +159,7 @@ def test_not_a_container(tmp_path):
 
 
 def test_failed_conversion_leaves_nothing(tmp_path, monkeypatch):
-    from csp.convert import pipeline
+    from csp.conversion import pipeline
 
     def boom(*a, **k):
         raise csp.CorruptSlideError("x", "simulated failure")

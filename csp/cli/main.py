@@ -68,7 +68,7 @@ def output_name(source: str, layout: str) -> str:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from csp.convert import convert
+    from csp.conversion import convert
 
     os.makedirs(args.output, exist_ok=True)
     failed = 0

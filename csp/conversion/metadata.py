@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from csp.container import spec
-from csp.convert.plan import LevelPlan
+from csp.conversion.plan import LevelPlan
 from csp.readers.base import SlideReader
 
 

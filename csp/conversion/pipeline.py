@@ -17,8 +17,8 @@ from csp.container.pyramid import BandCascade, cut_band
 from csp.container.spec import LevelLayout
 from csp.container.stores import open_writer
 from csp.container.writer import ContainerWriter, ShardedArrayWriter
-from csp.convert.metadata import build_attributes, source_identity
-from csp.convert.plan import PIXEL_ENCODING, LevelPlan, plan_levels
+from csp.conversion.metadata import build_attributes, source_identity
+from csp.conversion.plan import PIXEL_ENCODING, LevelPlan, plan_levels
 from csp.errors import CodecError, CorruptSlideError, CspError
 from csp.readers.base import SlideReader
 
