@@ -193,6 +193,12 @@ class AbstractSlide(abc.ABC):
     @abc.abstractmethod
     def _associated_names(self) -> list[str]: ...
 
+    @abc.abstractmethod
+    def _associated_shape(self, name: str) -> tuple[int, int]: ...
+
+    def _associated_icc(self, name: str) -> bytes | None:
+        return None
+
     @property
     def color_profile(self) -> Any:
         """The ICC profile as a ``PIL.ImageCms.ImageCmsProfile`` or ``None``."""
@@ -233,6 +239,13 @@ class AbstractSlide(abc.ABC):
             props[f"openslide.level[{i}].downsample"] = repr(ds)
             props[f"openslide.level[{i}].tile-width"] = str(tw)
             props[f"openslide.level[{i}].tile-height"] = str(th)
+        for name in self._associated_names():
+            h, w = self._associated_shape(name)
+            props[f"openslide.associated.{name}.width"] = str(w)
+            props[f"openslide.associated.{name}.height"] = str(h)
+            icc = self._associated_icc(name)
+            if icc is not None:
+                props[f"openslide.associated.{name}.icc-size"] = str(len(icc))
         if self.icc_profile is not None:
             props[PROPERTY_NAME_ICC_SIZE] = str(len(self.icc_profile))
         return props
@@ -306,6 +319,14 @@ class CspSlide(AbstractSlide):
     def _associated_array(self, name: str) -> np.ndarray:
         return self._reader.read_array(self._reader.associated[name])
 
+    def _associated_shape(self, name: str) -> tuple[int, int]:
+        lay = self._reader.associated[name].layout
+        return lay.height, lay.width
+
+    def _associated_icc(self, name: str) -> bytes | None:
+        icc = self._meta.get("associated", {}).get(name, {}).get("icc_profile")
+        return None if icc is None else spec.decode_config({"v": icc})["v"]
+
     def close(self) -> None:
         """Release the container's file descriptors."""
         self._reader.close()
@@ -352,6 +373,13 @@ class SourceSlide(AbstractSlide):
 
     def _associated_array(self, name: str) -> np.ndarray:
         return self._src.read_associated(name)
+
+    def _associated_shape(self, name: str) -> tuple[int, int]:
+        a = self._src.associated[name]
+        return a.height, a.width
+
+    def _associated_icc(self, name: str) -> bytes | None:
+        return self._src.associated[name].icc_profile
 
     def close(self) -> None:
         """Release the source reader."""

@@ -161,7 +161,7 @@ def _write_levels(reader: SlideReader, writer: ContainerWriter, plans: list[Leve
         feed = cascade is not None and p.index == base_for_cascade
         src_level = p.source_level
         assert src_level is not None
-        src_codec = get_tile_codec(reader.levels[src_level].encoding)
+        src_codec = get_tile_codec(reader.levels[src_level].encoding) if p.mode == "passthrough" else None
         shape = (p.tile_height, p.tile_width, p.channels)
         for row in range(lay.tiles_down):
             tiles: list[bytes | None] = []
@@ -203,6 +203,10 @@ def _decode_source(reader: SlideReader, codec: Any, data: bytes | None, shape: t
                                 f"level {p.source_level} tile ({col}, {row}) does not decode: {exc.detail}") from exc
 
 
+def _b64(data: bytes | None) -> Any:
+    return None if data is None else spec.encode_config({"v": data})["v"]
+
+
 def _write_associated(reader: SlideReader, writer: ContainerWriter) -> dict[str, Any]:
     out: dict[str, Any] = {}
     codec = get_tile_codec(PIXEL_ENCODING)
@@ -221,5 +225,6 @@ def _write_associated(reader: SlideReader, writer: ContainerWriter) -> dict[str,
         sink.finish()
         out[name] = {"path": path, "width": w, "height": h, "channels": c,
                      "source": reader.associated[name].source_tag,
+                     "icc_profile": _b64(reader.associated[name].icc_profile),
                      "encoding": {"codec": PIXEL_ENCODING.codec, "config": dict(PIXEL_ENCODING.config)}}
     return out

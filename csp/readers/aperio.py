@@ -13,6 +13,8 @@ to the next level is not applied (CSP keeps every stored tile bit-exact).
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import re
 from typing import Any, ClassVar
@@ -218,7 +220,10 @@ class AperioReader(TiffSlideReader):
                 else associated_name(read_tag_string(page, TAG_IMAGEDESCRIPTION, fd))
             )
             if name:
-                associated[name] = (index, associated_image(name, index, page))
+                img = associated_image(name, index, page)
+                if img.icc_profile is None:  # OpenSlide gives associated images the slide's profile
+                    img = dataclasses.replace(img, icc_profile=icc_profile(page0))
+                associated[name] = (index, img)
 
         first = levels[0].level
         for lv in levels[1:]:

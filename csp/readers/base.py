@@ -94,6 +94,7 @@ class AssociatedImage:
     height: int
     channels: int
     source_tag: str = ""
+    icc_profile: bytes | None = None
 
 
 @dataclass(frozen=True)

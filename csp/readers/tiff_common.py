@@ -340,7 +340,7 @@ def make_level(path: str, page_index: int, page: Any) -> TiffLevel:
 def associated_image(name: str, page_index: int, page: Any) -> AssociatedImage:
     """Describe a (stripped) TIFF page as an associated image."""
     size = (int(page.imagewidth), int(page.imagelength), int(page.samplesperpixel))
-    return AssociatedImage(name, *size, source_tag=f"tiff page {page_index}")
+    return AssociatedImage(name, *size, source_tag=f"tiff page {page_index}", icc_profile=icc_profile(page))
 
 
 class TiffSlideReader(SlideReader):
