@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from csp.codecs import get_tile_codec
+from csp.codecs import can_store, get_tile_codec
 from csp.container import spec
 from csp.container.pyramid import BandCascade, cut_band
 from csp.container.spec import LevelLayout
@@ -51,7 +51,7 @@ def _layout(p: LevelPlan, shard_tiles: int) -> LevelLayout:
 
 
 def _codecs_json(p: LevelPlan) -> list[dict[str, Any]]:
-    return [c.to_dict() for c in get_tile_codec(p.encoding).zarr_codecs()]
+    return get_tile_codec(p.encoding).zarr_codecs_json()
 
 
 def convert(
@@ -116,7 +116,11 @@ def convert(
                 from csp.container.verify import verify_container
 
                 t = time.perf_counter()
-                verify_container(store.staging, reader=reader, require_complete=False, progress=progress)
+                report = verify_container(store.staging, reader=reader, require_complete=False,
+                                          progress=progress, raise_on_error=False)
+                if not report.ok:
+                    raise CorruptSlideError(src, "conversion check failed (source tile damaged or write error): "
+                                                 + "; ".join(report.problems[:10]))
                 timings["verify"] = time.perf_counter() - t
             record = writer.completion_record({"source_sha256": source.get("sha256"), "verified": verify})
             store.commit({spec.COMPLETION_KEY: json.dumps(record, indent=1).encode()})
@@ -208,23 +212,32 @@ def _b64(data: bytes | None) -> Any:
 
 
 def _write_associated(reader: SlideReader, writer: ContainerWriter) -> dict[str, Any]:
+    """Store associated images: JPEG strips passed through where the reader serves them, else pixels."""
     out: dict[str, Any] = {}
-    codec = get_tile_codec(PIXEL_ENCODING)
+    pixel_codec = get_tile_codec(PIXEL_ENCODING)
     for name in sorted(reader.associated):
-        try:
-            img = reader.read_associated(name)
-        except CspError:
-            raise
-        if img.ndim == 2:
-            img = img[:, :, None]
-        h, w, c = img.shape
         path = f"{spec.ASSOCIATED_GROUP}/{name}"
-        lay = LevelLayout(w, h, c, w, h, 1, 1)
-        sink = writer.array(path, lay, str(img.dtype), [x.to_dict() for x in codec.zarr_codecs()])
-        sink.add_row(0, [codec.encode(np.ascontiguousarray(img))])
+        src = reader.associated_layout(name)
+        if src is not None and can_store(src.encoding):
+            lay = LevelLayout.choose(src.width, src.height, src.channels, src.tile_width, src.tile_height)
+            enc, mode = src.encoding, "passthrough"
+            sink = writer.array(path, lay, src.dtype, get_tile_codec(enc).zarr_codecs_json())
+            for row in range(lay.tiles_down):
+                sink.add_row(row, [reader.read_associated_encoded(name, col, row)
+                                   for col in range(lay.tiles_across)])
+            w, h, c = src.width, src.height, src.channels
+        else:
+            img = reader.read_associated(name)
+            if img.ndim == 2:
+                img = img[:, :, None]
+            h, w, c = img.shape
+            lay = LevelLayout(w, h, c, w, h, 1, 1)
+            enc, mode = PIXEL_ENCODING, "pixel"
+            sink = writer.array(path, lay, str(img.dtype), pixel_codec.zarr_codecs_json())
+            sink.add_row(0, [pixel_codec.encode(np.ascontiguousarray(img))])
         sink.finish()
-        out[name] = {"path": path, "width": w, "height": h, "channels": c,
+        out[name] = {"path": path, "width": w, "height": h, "channels": c, "mode": mode,
                      "source": reader.associated[name].source_tag,
                      "icc_profile": _b64(reader.associated[name].icc_profile),
-                     "encoding": {"codec": PIXEL_ENCODING.codec, "config": dict(PIXEL_ENCODING.config)}}
+                     "encoding": {"codec": enc.codec, "config": spec.encode_config(enc.config)}}
     return out

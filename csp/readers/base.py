@@ -170,6 +170,19 @@ class SlideReader(abc.ABC):
     def read_associated(self, name: str) -> np.ndarray:
         """Return an associated image as ``(height, width, channels)`` decoded pixels."""
 
+    def associated_layout(self, name: str) -> SourceLevel | None:
+        """Strip/tile layout of an associated image whose stored bytes can be kept as they are.
+
+        Readers that can serve an associated image's encoded strips return a :class:`SourceLevel`
+        (``tile_width`` = image width for strips) and implement :meth:`read_associated_encoded`;
+        the default ``None`` makes the converter store decoded pixels instead.
+        """
+        return None
+
+    def read_associated_encoded(self, name: str, col: int, row: int) -> bytes | None:
+        """Stored bytes of one strip/tile of an associated image (see :meth:`associated_layout`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not serve encoded associated images")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release file handles."""
 

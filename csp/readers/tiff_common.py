@@ -452,6 +452,32 @@ class TiffSlideReader(SlideReader):
             raise CorruptSlideError(self.path, f"{where}: short read ({len(data)} of {count} bytes)")
         return data
 
+    def associated_layout(self, name: str) -> SourceLevel | None:
+        """JPEG-compressed stripped associated pages are served strip by strip (passthrough)."""
+        page = self._tiff.pages[self._assoc_pages[name]]
+        if int(page.compression) != _JPEG or has_tile_tags(page) or int(page.planarconfig) != 1:
+            return None
+        w, h = int(page.imagewidth), int(page.imagelength)
+        rows = min(int(page.rowsperstrip or h), h)
+        if len(page.dataoffsets) != -(-h // rows):
+            return None
+        return SourceLevel(w, h, w, rows, int(page.samplesperpixel), np.dtype(page.dtype).name,
+                           tile_encoding(page))
+
+    def read_associated_encoded(self, name: str, col: int, row: int) -> bytes | None:
+        """Stored bytes of strip ``row`` of a JPEG associated page (``col`` must be 0)."""
+        self._check_open()
+        page = self._tiff.pages[self._assoc_pages[name]]
+        if col != 0 or not 0 <= row < len(page.dataoffsets):
+            raise IndexError(f"{self.path}: associated image {name} has no strip ({col},{row})")
+        offset, count = int(page.dataoffsets[row]), int(page.databytecounts[row])
+        if offset == 0 or count == 0:
+            return None
+        if offset + count > self._size:
+            raise CorruptSlideError(self.path, f"associated image {name} strip {row} extends beyond the "
+                                               f"end of the file; the file is truncated")
+        return os.pread(self._fd, count, offset)
+
     def read_tile(self, level: int, col: int, row: int) -> np.ndarray:
         """Decoded tile ``(tile_height, tile_width, channels)`` via tifffile; zeros if missing.
 
