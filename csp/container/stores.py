@@ -162,7 +162,7 @@ class StoreReader(abc.ABC):
     def keys(self) -> list[str]:
         """All keys (for verification and copying)."""
 
-    def close(self) -> None:  # noqa: B027
+    def close(self) -> None:
         """Release descriptors."""
 
 

@@ -68,7 +68,7 @@ def build_attributes(reader: SlideReader, plans: Sequence[LevelPlan], associated
         ],
         "associated": associated,
         "converter": {"name": "csp", "version": __version__,
-                      "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
+                      "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")},
     }
     ome = spec.multiscales(os.path.splitext(source["name"])[0], [p.downsample for p in plans],
                            (md.mpp_x, md.mpp_y))

@@ -19,7 +19,7 @@ from csp.container.stores import open_writer
 from csp.container.writer import ContainerWriter, ShardedArrayWriter
 from csp.conversion.metadata import build_attributes, source_identity
 from csp.conversion.plan import PIXEL_ENCODING, LevelPlan, plan_levels
-from csp.errors import CodecError, CorruptSlideError, CspError
+from csp.errors import CodecError, CorruptSlideError
 from csp.readers.base import SlideReader
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)

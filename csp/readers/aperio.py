@@ -14,7 +14,6 @@ to the next level is not applied (CSP keeps every stored tile bit-exact).
 from __future__ import annotations
 
 import dataclasses
-
 import math
 import re
 from typing import Any, ClassVar

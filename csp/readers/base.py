@@ -183,7 +183,7 @@ class SlideReader(abc.ABC):
         """Stored bytes of one strip/tile of an associated image (see :meth:`associated_layout`)."""
         raise NotImplementedError(f"{type(self).__name__} does not serve encoded associated images")
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release file handles."""
 
     def __enter__(self) -> SlideReader:
