@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from csp.container import spec
+from csp.container.cache import TileCache
 from csp.container.reader import ContainerReader, paint_region
+from csp.container.stores import is_url
 from csp.errors import CspError, SlideNotFoundError
 
 PROPERTY_NAME_VENDOR = "openslide.vendor"
@@ -265,9 +267,9 @@ class CspSlide(AbstractSlide):
         Container path (``.csp`` file or container directory).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, tile_cache: TileCache | None = None) -> None:
         self._path = os.fspath(path)
-        self._reader = ContainerReader(self._path)
+        self._reader = ContainerReader(self._path, tile_cache=tile_cache)
         meta = self._reader.meta
         self._meta = meta
         self._level_sizes = [(a.layout.width, a.layout.height) for a in self._reader.levels]
@@ -333,6 +335,10 @@ class CspSlide(AbstractSlide):
 
     def __repr__(self) -> str:
         return f"CspSlide({self._path!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable for DataLoader workers (spawn): the copy reopens the container in its process.
+        return (CspSlide, (self._path,))
 
 
 class SourceSlide(AbstractSlide):
@@ -408,6 +414,8 @@ def open_slide(path: str | os.PathLike[str]) -> AbstractSlide:
         The file is neither a valid container nor a supported slide.
     """
     path = os.fspath(path)
+    if is_url(path):
+        return CspSlide(path)
     if not os.path.exists(path):
         raise SlideNotFoundError(path, "no such file or directory")
     if is_container(path):

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from csp.codecs import TileCodec, get_tile_codec
 from csp.container import spec
+from csp.container.cache import TileCache
 from csp.container.spec import LevelLayout
 from csp.container.stores import StoreReader, open_reader
 from csp.errors import CodecError, ContainerError, IncompleteContainerError
@@ -85,6 +87,17 @@ def paint_region(out: np.ndarray, x: int, y: int, width: int, height: int, tile_
     return out
 
 
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    key = (os.getpid(), threads)  # a pool inherited through fork has no threads: make a new one
+    pool = _POOLS.get(key)
+    if pool is None:
+        pool = _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="csp-decode")
+    return pool
+
+
 class ContainerReader:
     """Low-level random access to a CSP container's tiles.
 
@@ -96,8 +109,10 @@ class ContainerReader:
         Refuse containers without a completion record (default). Verification tools pass ``False``.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, require_complete: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, require_complete: bool = True,
+                 tile_cache: TileCache | None = None) -> None:
         self.path = os.fspath(path)
+        self.tile_cache = tile_cache
         self.store: StoreReader = open_reader(self.path)
         try:
             self._load(require_complete)
@@ -191,17 +206,49 @@ class ContainerReader:
         return self.store.read_range(spec.shard_key(arr.path, sr, cc), int(off), int(n))
 
     def decode_tile(self, arr: StoredArray, col: int, row: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Decoded tile ``(tile_h, tile_w, C)``; absent tiles are filled with the fill value."""
+        """Decoded tile ``(tile_h, tile_w, C)``; absent tiles are filled with the fill value.
+
+        With a tile cache, a cached tile is returned as a read-only array when ``out`` is ``None``.
+        """
+        cache = self.tile_cache
+        if cache is not None:
+            key = (self.path, arr.path, col, row)
+            hit = cache.get(key)
+            if hit is not None:
+                if out is None:
+                    return hit
+                out[...] = hit
+                return out
         data = self.tile_bytes(arr, col, row)
         if data is None:
             if out is None:
                 out = np.empty(arr.tile_shape, arr.dtype)
             out[...] = arr.fill_value
-            return out
-        try:
-            return arr.codec.decode(data, arr.tile_shape, arr.dtype, out=out)
-        except CodecError as exc:
-            raise CodecError(self.path, f"array {arr.path} tile ({col}, {row}): {exc.detail}") from exc
+        else:
+            try:
+                out = arr.codec.decode(data, arr.tile_shape, arr.dtype, out=out)
+            except CodecError as exc:
+                raise CodecError(self.path, f"array {arr.path} tile ({col}, {row}): {exc.detail}") from exc
+        if cache is not None:
+            cache.put(key, out)
+        return out
+
+    def read_tiles(self, arr: StoredArray, coords: Sequence[tuple[int, int]], out: np.ndarray | None = None,
+                   *, threads: int = 0) -> np.ndarray:
+        """Decode many tiles in one call into ``out`` of shape ``(N, tile_h, tile_w, C)``.
+
+        ``threads > 1`` decodes in a thread pool (the decoders release the GIL).
+        """
+        n = len(coords)
+        if out is None:
+            out = np.empty((n, *arr.tile_shape), arr.dtype)
+        if threads > 1 and n > 1:
+            pool = _thread_pool(threads)
+            list(pool.map(lambda i: self.decode_tile(arr, *coords[i], out=out[i]), range(n)))
+        else:
+            for i, (col, row) in enumerate(coords):
+                self.decode_tile(arr, col, row, out=out[i])
+        return out
 
     def read_region(self, arr: StoredArray, x: int, y: int, w: int, h: int,
                     out: np.ndarray | None = None) -> np.ndarray:
@@ -227,8 +274,16 @@ class ContainerReader:
 
     def close(self) -> None:
         """Release the store's descriptors."""
-        self.store.close()
-        self._indexes.clear()
+        store = getattr(self, "store", None)
+        if store is not None:
+            store.close()
+        getattr(self, "_indexes", {}).clear()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
     def __enter__(self) -> ContainerReader:
         return self

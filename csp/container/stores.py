@@ -263,9 +263,82 @@ class ZipReader(StoreReader):
             self._fd = -1
 
 
+def is_url(path: str) -> bool:
+    """True for fsspec URLs such as ``s3://bucket/key`` (``file://`` counts as a URL too)."""
+    return "://" in path
+
+
+class FsspecReader(StoreReader):
+    """Reads a container from any fsspec filesystem (object stores) with one ranged GET per tile.
+
+    Works for both layouts: for a zip container the member offsets are resolved once from the
+    central directory and each tile is a byte range of the one object.
+    """
+
+    def __init__(self, url: str, **storage_options: object) -> None:
+        import fsspec
+
+        self.path = url
+        self._fs, self._root = fsspec.core.url_to_fs(url, **storage_options)
+        try:
+            info = self._fs.info(self._root)
+        except FileNotFoundError as exc:
+            raise SlideNotFoundError(url, "no such container") from exc
+        self._sizes: dict[str, int] = {}
+        self._zip: dict[str, tuple[int, int]] | None = None
+        if info.get("type") != "directory":
+            self._zip = {}
+            try:
+                with self._fs.open(self._root, "rb") as fh, zipfile.ZipFile(fh) as zf:
+                    infos = zf.infolist()
+                    for zi in infos:
+                        if zi.compress_type != zipfile.ZIP_STORED:
+                            raise ContainerError(url, f"member {zi.filename} is compressed")
+                        fh.seek(zi.header_offset)
+                        header = fh.read(30)
+                        name_len, extra_len = struct.unpack("<HH", header[26:30])
+                        self._zip[zi.filename] = (zi.header_offset + 30 + name_len + extra_len, zi.file_size)
+            except (zipfile.BadZipFile, OSError, ValueError) as exc:
+                raise ContainerError(url, f"not a readable CSP zip container ({exc})") from exc
+
+    def _key_path(self, key: str) -> str:
+        return f"{self._root.rstrip('/')}/{key}"
+
+    def size(self, key: str) -> int | None:
+        if self._zip is not None:
+            m = self._zip.get(key)
+            return None if m is None else m[1]
+        if key not in self._sizes:
+            try:
+                self._sizes[key] = int(self._fs.size(self._key_path(key)))
+            except FileNotFoundError:
+                return None
+        return self._sizes[key]
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        if self._zip is not None:
+            start, size = self._zip[key]
+            if offset + length > size:
+                raise ContainerError(self.path, f"read past end of member {key}")
+            data = self._fs.cat_file(self._root, start=start + offset, end=start + offset + length)
+        else:
+            data = self._fs.cat_file(self._key_path(key), start=offset, end=offset + length)
+        if len(data) != length:
+            raise ContainerError(self.path, f"truncated read of {key}: {len(data)} of {length} bytes")
+        return bytes(data)
+
+    def keys(self) -> list[str]:
+        if self._zip is not None:
+            return sorted(self._zip)
+        root = self._root.rstrip("/")
+        return sorted(p[len(root) + 1:] for p in self._fs.find(root))
+
+
 def open_reader(path: str | os.PathLike[str]) -> StoreReader:
-    """Reader for a container path (directory or zip file)."""
+    """Reader for a container path (directory or zip file) or an fsspec URL."""
     path = os.fspath(path)
+    if is_url(path):
+        return FsspecReader(path)
     if not os.path.exists(path):
         raise SlideNotFoundError(path, "no such container")
     return DirReader(path) if os.path.isdir(path) else ZipReader(path)
