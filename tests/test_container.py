@@ -169,3 +169,17 @@ def test_failed_conversion_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(csp.CorruptSlideError):
         csp.convert(SAMPLE, dst)
     assert os.listdir(tmp_path) == []
+
+
+def test_tissue_mask_stored_and_checked(sample_container):
+    from csp.native.reference import tissue_mask_reference
+
+    dst, _ = sample_container
+    with ContainerReader(dst) as cr:
+        mask, ds = cr.tissue_mask()
+        t = cr.meta["tissue"]
+        level = cr.levels[t["level"]]
+        assert mask.shape == (level.layout.height, level.layout.width)
+        assert max(mask.shape) <= 2048 and ds[0] >= 1
+        np.testing.assert_array_equal(mask, tissue_mask_reference(cr.read_array(level)))
+        assert 0.2 < mask.mean() < 0.95  # the sample is mostly tissue with some glass

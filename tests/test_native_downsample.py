@@ -62,3 +62,21 @@ def test_bad_input():
         downsample2x(np.zeros((4, 4, 3), np.float32))
     with pytest.raises(ValueError):
         downsample2x(np.zeros((4, 4, 3), np.uint8), out=np.zeros((3, 3, 3), np.uint8))
+
+
+@settings(max_examples=100, deadline=None)
+@given(img=images(), sat=st.integers(0, 80), white=st.integers(0, 256))
+def test_tissue_mask_numba_equals_reference(img, sat, white):
+    from csp.native import tissue_mask
+    from csp.native.reference import tissue_mask_reference
+
+    if img.dtype != np.uint8:
+        img = (img >> 8).astype(np.uint8)
+    np.testing.assert_array_equal(tissue_mask(img, sat, white), tissue_mask_reference(img, sat, white))
+
+
+def test_tissue_mask_hand_cases():
+    from csp.native import tissue_mask
+
+    px = np.array([[[255, 255, 255], [200, 120, 180], [100, 100, 100], [240, 225, 238]]], np.uint8)
+    np.testing.assert_array_equal(tissue_mask(px)[0], [0, 1, 0, 0])  # white, pink, grey, pale (spread 15)

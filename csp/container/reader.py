@@ -154,6 +154,9 @@ class ContainerReader:
         self.levels: list[StoredArray] = [self._array(lv["path"], lv["encoding"]) for lv in block["levels"]]
         self.associated: dict[str, StoredArray] = {
             name: self._array(a["path"], a["encoding"]) for name, a in block.get("associated", {}).items()}
+        tissue = block.get("tissue")
+        self.tissue: StoredArray | None = None if tissue is None else self._array(
+            tissue["path"], tissue["encoding"])
 
     def _array(self, path: str, enc: Mapping[str, Any]) -> StoredArray:
         meta = self._json(spec.array_meta_key(path))
@@ -264,6 +267,13 @@ class ContainerReader:
     def read_array(self, arr: StoredArray) -> np.ndarray:
         """The whole array as ``(H, W, C)`` (for small arrays such as associated images)."""
         return self.read_region(arr, 0, 0, arr.layout.width, arr.layout.height)
+
+    def tissue_mask(self) -> tuple[np.ndarray, tuple[float, float]] | None:
+        """The stored tissue mask ``(H, W)`` uint8 and its downsample ``(x, y)`` from level 0, if any."""
+        if self.tissue is None:
+            return None
+        ds = self.meta["tissue"]["downsample"]
+        return self.read_array(self.tissue)[:, :, 0], (float(ds[0]), float(ds[1]))
 
     def iter_tiles(self, arr: StoredArray) -> Iterator[tuple[int, int]]:
         """All tile coordinates ``(col, row)`` in storage order."""

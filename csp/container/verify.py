@@ -76,6 +76,7 @@ def verify_container(
                     progress("verify", done, total)
             for name, arr in cr.associated.items():
                 _check_associated(cr, name, arr, reader, report)
+            _check_tissue(cr, report)
     finally:
         if own_reader and reader is not None:
             reader.close()
@@ -181,3 +182,19 @@ def _check_associated(cr: ContainerReader, name: str, arr: StoredArray, reader: 
         ref = ref[:, :, None]
     if not np.array_equal(img, ref):
         _problem(report, f"associated image {name}: pixels differ from the source")
+
+
+def _check_tissue(cr: ContainerReader, report: VerifyReport) -> None:
+    if cr.tissue is None:
+        return
+    from csp.native import tissue_mask
+
+    t = cr.meta["tissue"]
+    try:
+        stored = cr.read_array(cr.tissue)[:, :, 0]
+        pixels = cr.read_array(cr.levels[int(t["level"])])
+    except CspError as exc:
+        _problem(report, f"tissue mask: {exc.detail}")
+        return
+    if not np.array_equal(stored, tissue_mask(pixels, int(t["saturation"]), int(t["white"]))):
+        _problem(report, f"tissue mask does not match level {t['level']}")

@@ -14,6 +14,7 @@ import numpy as np
 from csp.codecs import can_store, get_tile_codec
 from csp.container import spec
 from csp.container.pyramid import BandCascade, cut_band
+from csp.container.reader import paint_region
 from csp.container.spec import LevelLayout
 from csp.container.stores import open_writer
 from csp.container.writer import ContainerWriter, ShardedArrayWriter
@@ -23,6 +24,10 @@ from csp.errors import CodecError, CorruptSlideError
 from csp.readers.base import SlideReader
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+MASK_MAX_SIDE = 2048
+MASK_SATURATION = 20
+MASK_WHITE = 220
 
 
 @dataclass
@@ -104,13 +109,16 @@ def convert(
         try:
             writer = ContainerWriter(store)
             t = time.perf_counter()
-            _write_levels(reader, writer, plans, shard_tiles, progress)
+            mask_pixels = _write_levels(reader, writer, plans, shard_tiles, progress)
+            tissue = _write_mask(writer, mask_pixels, plans[mask_level(plans)])
             assoc = _write_associated(reader, writer)
             timings["write_tiles"] = time.perf_counter() - t
             t = time.perf_counter()
             source = source_identity(src)
             timings["hash_source"] = time.perf_counter() - t
-            writer.write_metadata(build_attributes(reader, plans, assoc, source))
+            attrs = build_attributes(reader, plans, assoc, source)
+            attrs["csp"]["tissue"] = tissue
+            writer.write_metadata(attrs, group_paths=(spec.ASSOCIATED_GROUP, spec.MASKS_GROUP))
             store.seal()
             if verify:
                 from csp.container.verify import verify_container
@@ -137,9 +145,20 @@ def convert(
         seconds=time.perf_counter() - t0, verified=verify, tiles=tiles, timings=timings)
 
 
+def mask_level(plans: list[LevelPlan]) -> int:
+    """Level the tissue mask is computed from: the first no larger than ``MASK_MAX_SIDE`` (else the last)."""
+    for p in plans:
+        if max(p.width, p.height) <= MASK_MAX_SIDE:
+            return p.index
+    return plans[-1].index
+
+
 def _write_levels(reader: SlideReader, writer: ContainerWriter, plans: list[LevelPlan], shard_tiles: int,
-                  progress: Progress | None) -> None:
+                  progress: Progress | None) -> np.ndarray:
+    """Write every level; return the pixels of the :func:`mask_level` level."""
     built = [p for p in plans if p.mode == "built"]
+    want = mask_level(plans)
+    mask_bands: list[np.ndarray] = []
     sinks: dict[int, ShardedArrayWriter] = {
         p.index: writer.array(spec.level_name(p.index), _layout(p, shard_tiles), p.dtype, _codecs_json(p))
         for p in plans}
@@ -153,6 +172,8 @@ def _write_levels(reader: SlideReader, writer: ContainerWriter, plans: list[Leve
             p = plans[base_for_cascade + k]
             lay = _layout(p, shard_tiles)
             sinks[p.index].add_row(row, [pixel_codec.encode(t) for t in cut_band(band, lay)])
+            if p.index == want:
+                mask_bands.append(band)
 
         cascade = BandCascade(len(built), sink)
     total = sum(_layout(p, shard_tiles).tiles_down for p in plans if p.mode != "built")
@@ -194,6 +215,30 @@ def _write_levels(reader: SlideReader, writer: ContainerWriter, plans: list[Leve
         cascade.finish()
     for s in sinks.values():
         s.finish()
+    if mask_bands:
+        return np.concatenate(mask_bands, axis=0)
+    p = plans[want]
+    out = np.zeros((p.height, p.width, p.channels), np.dtype(p.dtype))
+    assert p.source_level is not None
+    return paint_region(out, 0, 0, p.width, p.height, p.tile_width, p.tile_height,
+                        lambda c, r: reader.read_tile(p.source_level, c, r))
+
+
+def _write_mask(writer: ContainerWriter, pixels: np.ndarray, level: LevelPlan) -> dict[str, Any]:
+    from csp.native import tissue_mask
+
+    mask = tissue_mask(pixels, MASK_SATURATION, MASK_WHITE)
+    h, w = mask.shape
+    codec = get_tile_codec(PIXEL_ENCODING)
+    sink = writer.array(spec.TISSUE_MASK_PATH, LevelLayout(w, h, 1, w, h, 1, 1), "uint8",
+                        codec.zarr_codecs_json())
+    sink.add_row(0, [codec.encode(np.ascontiguousarray(mask[:, :, None]))])
+    sink.finish()
+    return {"path": spec.TISSUE_MASK_PATH, "level": level.index, "width": w, "height": h,
+            "downsample": list(level.downsample), "method": "csp.tissue.v1",
+            "saturation": MASK_SATURATION, "white": MASK_WHITE,
+            "encoding": {"codec": PIXEL_ENCODING.codec, "config": dict(PIXEL_ENCODING.config)},
+            "tissue_fraction": round(float(mask.mean()), 6) if mask.size else 0.0}
 
 
 def _decode_source(reader: SlideReader, codec: Any, data: bytes | None, shape: tuple[int, int, int],

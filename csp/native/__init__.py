@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["downsample2x"]
+__all__ = ["downsample2x", "tissue_mask"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,4 +16,8 @@ def __getattr__(name: str) -> Any:
         from csp.native.downsample import downsample2x
 
         return downsample2x
+    if name == "tissue_mask":
+        from csp.native.tissue import tissue_mask
+
+        return tissue_mask
     raise AttributeError(f"module 'csp.native' has no attribute {name!r}")

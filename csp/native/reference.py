@@ -23,3 +23,20 @@ def downsample2x_reference(src: np.ndarray) -> np.ndarray:
     s = pad.reshape(oh, 2, ow, 2, c).sum(axis=(1, 3))
     n = cnt.reshape(oh, 2, ow, 2, 1).sum(axis=(1, 3))
     return ((s + n // 2) // n).astype(src.dtype)
+
+
+def tissue_mask_reference(rgb: np.ndarray, saturation: int = 20, white: int = 220) -> np.ndarray:
+    """Tissue mask of a low-resolution RGB(A) image: ``(H, W)`` uint8, 1 = tissue.
+
+    A pixel is tissue when its colour spread ``max(R,G,B) - min(R,G,B)`` is at least ``saturation``
+    (stained tissue is coloured; glass, dust and pen-free background are grey) and its darkest channel
+    is below ``white`` (not bright background). Images with fewer than 3 channels use the first channel
+    only: tissue when it is below ``white``.
+    """
+    if rgb.ndim != 3:
+        raise ValueError(f"expected (H, W, C), got {rgb.shape}")
+    if rgb.shape[2] < 3:
+        return (rgb[..., 0] < white).astype(np.uint8)
+    c = rgb[..., :3].astype(np.int32)
+    spread = c.max(axis=2) - c.min(axis=2)
+    return ((spread >= saturation) & (c.min(axis=2) < white)).astype(np.uint8)
