@@ -94,3 +94,49 @@ def test_fsspec_url_reads(container, tmp_path, layout):
                 remote.read_region((500, 600), lvl, (300, 200), as_array=True),
                 local_slide.read_region((500, 600), lvl, (300, 200), as_array=True))
     assert csp.verify(url).ok
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+RSS_BOUND = 150 * 2**20  # stated bound for 10,000 slides through one pool
+FD_BOUND = 128 + 16  # pool size + slack
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_ten_thousand_handles_bounded(tmp_path):
+    """10,000 containers opened and read through one pool: descriptors and memory stay bounded."""
+    import tifffile
+
+    from csp.container.cache import HandlePool
+
+    src = tmp_path / "tiny.tiff"
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    tifffile.imwrite(src, img, tile=(64, 64), compression="jpeg", photometric="rgb")
+    one = tmp_path / "tiny.csp"
+    csp.convert(src, one)
+    paths = []
+    for i in range(10_000):
+        p = tmp_path / f"s{i:05d}.csp"
+        os.link(one, p)
+        paths.append(p)
+    pool = HandlePool(max_open=128)
+    fds0, rss0 = _open_fds(), _rss_bytes()
+    peak_fds = 0
+    for i, p in enumerate(paths):
+        r = pool.get(p)
+        r.decode_tile(r.levels[0], i % 2, (i // 2) % 2)
+        if i % 500 == 0:
+            peak_fds = max(peak_fds, _open_fds() - fds0)
+    grown = _rss_bytes() - rss0
+    assert peak_fds <= FD_BOUND, peak_fds
+    assert grown < RSS_BOUND, f"RSS grew by {grown / 2**20:.1f} MiB"
+    assert len(pool) == 128
+    pool.close()
