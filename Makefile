@@ -10,7 +10,8 @@ PY      = $(VENV)/bin/python
 $(VENV)/.csp-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet "torch==2.13.0"  # the local CPU build; an unpinned torch pulls CUDA
+	$(PY) -m pip install --quiet -e ".[test,torch,bench]"
 	touch $@
 
 demo: $(VENV)/.csp-installed
