@@ -29,9 +29,14 @@ def test_convert_info_verify(tmp_path, capsys):
 
 def test_convert_dir_layout_and_existing_output(tmp_path, capsys):
     out = tmp_path / "o"
-    assert main(["convert", str(SAMPLE), "-o", str(out), "--layout", "dir"]) == 0
+    assert main(["convert", str(SAMPLE), "-o", str(out), "--layout", "dir", "-q"]) == 0
     assert (out / "CMU-1-Small-Region.zarr" / "zarr.json").is_file()
-    assert main(["convert", str(SAMPLE), "-o", str(out), "--layout", "dir"]) == 1
+    # a re-run resumes: the completed slide is skipped
+    assert main(["convert", str(SAMPLE), "-o", str(out), "--layout", "dir", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "skipped"
+    # an existing container this run did not write is never overwritten silently
+    (out / ".csp-journal.sqlite").unlink()
+    assert main(["convert", str(SAMPLE), "-o", str(out), "--layout", "dir", "-q"]) == 1
     err = capsys.readouterr().err
     assert "output exists" in err and err.count("\n") == 2  # one line per error + summary
 
@@ -51,11 +56,11 @@ def test_verify_fails_on_tampering(tmp_path, capsys):
 def test_bad_inputs_fail_cleanly(rel, tmp_path, capsys):
     src = shared_file(rel)
     out = tmp_path / "o"
-    assert main(["convert", str(src), "-o", str(out)]) == 1
+    assert main(["convert", str(src), "-o", str(out), "-q"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("error: ") and str(src) in err[0]
     assert len(err) == 2  # the error line and the summary line; no traceback
-    assert list(out.iterdir()) == []  # nothing half-written
+    assert [p.name for p in out.iterdir()] == [".csp-journal.sqlite"]  # nothing half-written
 
 
 def test_detect_debug(capsys):

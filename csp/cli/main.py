@@ -15,6 +15,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from csp.container.stores import is_url
+from csp.conversion.batch import output_name
 from csp.errors import CspError
 
 EXIT_OK = 0
@@ -29,14 +31,23 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
 
     c = sub.add_parser("convert", help="convert vendor slides into CSP containers")
-    c.add_argument("sources", nargs="+", help="slide files (or folders for multi-file formats)")
-    c.add_argument("-o", "--output", required=True, help="output directory (created if missing)")
+    c.add_argument("sources", nargs="+",
+                   help="slide files, folders (searched recursively; a folder of .dcm files is one slide), "
+                        "glob patterns, manifest CSVs (source[,destination][,labels...]) or fsspec URLs")
+    c.add_argument("-o", "--output", required=True, help="output directory or URL (created if missing)")
+    c.add_argument("-j", "--jobs", type=int, default=1, help="parallel conversion processes (default 1)")
+    c.add_argument("--verify", action="store_true",
+                   help="also re-read and compare already completed containers with their sources")
+    c.add_argument("--report", help="write a per-slide report (.json or .csv)")
+    c.add_argument("--dask-scheduler", help="run the batch on this Dask distributed scheduler")
+    c.add_argument("--deidentify", action="store_true",
+                   help="drop label/macro images and scrub identifying metadata (profile csp-deid-1)")
+    c.add_argument("--journal-dir", help="where the resumable run journal lives (default: the output dir)")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     c.add_argument("--layout", choices=("zip", "dir"), default="zip",
                    help="zip: one .csp file per slide (default); dir: a .zarr directory per slide")
     c.add_argument("--overwrite", action="store_true", help="replace existing containers")
     c.add_argument("--no-verify", action="store_true", help="skip the re-read comparison with the source")
-    c.add_argument("--shard-tiles", type=int, default=16, help="tiles per shard side (default 16)")
-    c.add_argument("--no-pyramid", action="store_true", help="do not build levels below single-level sources")
     c.add_argument("--json", action="store_true", help="print one JSON result per slide")
 
     i = sub.add_parser("info", help="describe a container (or a source slide)")
@@ -54,50 +65,33 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def output_name(source: str, layout: str) -> str:
-    """Container file name for a source: its name without extension(s) + ``.csp`` / ``.zarr``."""
-    base = os.path.basename(os.path.normpath(source))
-    stem = base
-    for suffix in (".ome.tiff", ".ome.tif"):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    else:
-        stem = os.path.splitext(stem)[0] or stem
-    return stem + (".csp" if layout == "zip" else ".zarr")
-
-
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from csp.conversion import convert
+    from csp.conversion.batch import expand_inputs, run_batch
+    from csp.cli.progress import BatchDisplay
 
-    os.makedirs(args.output, exist_ok=True)
-    failed = 0
-    names: dict[str, str] = {}
-    for src in args.sources:
-        dst = os.path.join(args.output, output_name(src, args.layout))
-        if dst in names:
-            _err(f"{src}: output name {dst} already used by {names[dst]}; skipped")
-            failed += 1
-            continue
-        names[dst] = src
-        try:
-            res = convert(src, dst, layout=args.layout, overwrite=args.overwrite, verify=not args.no_verify,
-                          shard_tiles=args.shard_tiles, build_pyramid=not args.no_pyramid)
-        except CspError as exc:
-            failed += 1
-            _err(f"error: {exc}")
-            if args.traceback:
-                traceback.print_exc()
-            continue
-        if args.json:
-            print(json.dumps(res.to_json()))
-        else:
-            ratio = res.bytes_out / res.bytes_in if res.bytes_in else float("nan")
-            print(f"{src} -> {dst}: {len(res.levels)} levels, {res.tiles} tiles, "
-                  f"{_mb(res.bytes_in)} -> {_mb(res.bytes_out)} ({ratio:.3f}x), "
-                  f"{res.seconds:.2f} s{', verified' if res.verified else ''}")
-    if failed:
-        _err(f"{failed} of {len(args.sources)} slide(s) failed")
+    if not is_url(args.output):
+        os.makedirs(args.output, exist_ok=True)
+    jobs = expand_inputs(args.sources, args.output, layout=args.layout)
+    if not jobs:
+        _err("error: no slide files found in the given inputs")
+        return EXIT_FAILED
+    display = BatchDisplay(jobs, enabled=not args.json and not args.quiet)
+    with display:
+        result = run_batch(jobs, workers=args.jobs, overwrite=args.overwrite, verify=not args.no_verify,
+                           reverify=args.verify, layout=args.layout, deidentify=args.deidentify,
+                           journal_dir=args.journal_dir, dask_scheduler=args.dask_scheduler,
+                           on_event=display.event)
+    if args.report:
+        result.write_report(args.report)
+    if args.json:
+        for o in result.outcomes:
+            print(json.dumps(o.__dict__))
+    else:
+        display.summary(result)
+    for o in result.failed:
+        _err(f"error: {o.error}")
+    if result.failed:
+        _err(f"{len(result.failed)} of {len(result.outcomes)} slide(s) failed")
         return EXIT_FAILED
     return EXIT_OK
 

@@ -50,7 +50,7 @@ def build_attributes(reader: SlideReader, plans: Sequence[LevelPlan], associated
     csp_block: dict[str, Any] = {
         "format": "csp",
         "version": spec.FORMAT_VERSION,
-        "source": {**source, "reader": reader.name},
+        "source": {**source, "reader": getattr(reader, "inner", reader).name},
         "vendor": md.vendor,
         "mpp": {"x": md.mpp_x, "y": md.mpp_y},
         "objective_power": md.objective_power,

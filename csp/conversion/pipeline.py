@@ -19,6 +19,7 @@ from csp.container.spec import LevelLayout
 from csp.container.stores import open_writer
 from csp.container.writer import ContainerWriter, ShardedArrayWriter
 from csp.conversion.metadata import build_attributes, source_identity
+from csp.conversion.deid import deidentified, scrub_source
 from csp.conversion.plan import PIXEL_ENCODING, LevelPlan, plan_levels
 from csp.errors import CodecError, CorruptSlideError
 from csp.readers.base import SlideReader
@@ -44,6 +45,8 @@ class ConversionResult:
     seconds: float
     verified: bool
     tiles: int = 0
+    source_sha256: str | None = None
+    deidentified: bool = False
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -68,6 +71,7 @@ def convert(
     shard_tiles: int = spec.DEFAULT_SHARD_TILES,
     build_pyramid: bool = True,
     verify: bool = True,
+    deidentify: bool = False,
     progress: Progress | None = None,
 ) -> ConversionResult:
     """Convert a vendor slide into a CSP container.
@@ -87,6 +91,8 @@ def convert(
         Build 2x levels below a single-level source.
     verify
         Re-read the written container and compare it with the source before completing it.
+    deidentify
+        Drop label and macro images and scrub identifying properties (``docs/deidentification.md``).
 
     Returns
     -------
@@ -103,7 +109,8 @@ def convert(
     src, dst = os.fspath(src), os.fspath(dst)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    with open_source(src) as reader:
+    with open_source(src) as opened:
+        reader = deidentified(opened) if deidentify else opened
         plans = plan_levels(reader, build_pyramid=build_pyramid)
         store = open_writer(dst, layout=layout, overwrite=overwrite)
         try:
@@ -115,9 +122,13 @@ def convert(
             timings["write_tiles"] = time.perf_counter() - t
             t = time.perf_counter()
             source = source_identity(src)
+            if deidentify:
+                source = scrub_source(source)
             timings["hash_source"] = time.perf_counter() - t
             attrs = build_attributes(reader, plans, assoc, source)
             attrs["csp"]["tissue"] = tissue
+            if deidentify:
+                attrs["csp"]["deidentified"] = reader.deid_record  # type: ignore[attr-defined]
             writer.write_metadata(attrs, group_paths=(spec.ASSOCIATED_GROUP, spec.MASKS_GROUP))
             store.seal()
             if verify:
@@ -142,7 +153,8 @@ def convert(
                  "encoding": p.encoding.codec, "bytes": writer.arrays[spec.level_name(p.index)].bytes_written}
                 for p in plans],
         associated=sorted(assoc), bytes_in=int(source["size"]), bytes_out=store.bytes_written,
-        seconds=time.perf_counter() - t0, verified=verify, tiles=tiles, timings=timings)
+        seconds=time.perf_counter() - t0, verified=verify, tiles=tiles, timings=timings,
+        source_sha256=source.get("sha256"), deidentified=deidentify)
 
 
 def mask_level(plans: list[LevelPlan]) -> int:
