@@ -16,12 +16,22 @@ from csp.readers.base import Match, Reject, SlideReader
 from csp.readers.probe import Probe
 
 # Order matters: first match wins. (module, class)
+# Each vendor reader owns exactly one line below (a commented line = reader not built yet).
 _BUILTIN_READERS: tuple[tuple[str, str], ...] = (
     ("csp.readers.container", "ContainerSourceReader"),
+    # SLOT dicom
+    # SLOT ndpi
     ("csp.readers.aperio", "AperioReader"),
+    # SLOT leica-scn
+    # SLOT philips
+    # SLOT ventana
+    # SLOT ome-tiff
+    # SLOT qptiff
     ("csp.readers.generic_tiff", "GenericTiffReader"),
+    # SLOT openslide-fallback
 )
-_FALLBACK_COUNT = 1  # the last N builtins stay after plugins
+# The last N builtins (generic TIFF, OpenSlide fallback) stay after plugins.
+_FALLBACK_COUNT = sum(1 for m, _ in _BUILTIN_READERS if m in ("csp.readers.generic_tiff", "csp.readers.openslide_fallback"))
 
 
 @dataclass(frozen=True)
