@@ -215,16 +215,19 @@ class OpenSlideDataset:
 def measure_dataloader(slide: str, container: str, seconds: float, mode: str) -> dict[str, float]:
     import torch
 
-    from csp.torch import CspDataset, TileIndex
+    from csp.torch import CspDataset, TileIndex, collate
 
     idx = TileIndex.build([container], patch_size=224 if mode == "aligned" else PATCH,
                           mode="aligned" if mode == "aligned" else "random", patches_per_slide=20_000,
                           min_tissue=0.0, seed=0)
     out = {}
-    for name, ds in (("CSP", CspDataset(idx)), ("OpenSlide (source)", OpenSlideDataset(idx, [slide]))):
+    # CSP's documented loader setup: batches decoded in one call (__getitems__) and passed through by
+    # csp.torch.collate; the OpenSlide dataset uses PyTorch's default per-sample path.
+    for name, ds, coll in (("CSP", CspDataset(idx), collate),
+                           ("OpenSlide (source)", OpenSlideDataset(idx, [slide]), None)):
         loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True, num_workers=2,
                                              generator=torch.Generator().manual_seed(0),
-                                             persistent_workers=False)
+                                             persistent_workers=False, collate_fn=coll)
         it = iter(loader)
         next(it)  # workers started, first batch
         n, t0 = 0, time.perf_counter()

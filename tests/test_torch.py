@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import csp
 from csp.torch import TileIndex
@@ -113,3 +115,52 @@ def test_iterable_dataset_shards_cover_epoch_once(containers):
     loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2)
     n = sum(len(b["x"]) for b in loader)
     assert n == len(idx)
+
+
+def _manual_index(containers, coords, patch):
+    from csp.torch.index import ENTRY_DTYPE
+
+    e = np.zeros(len(coords), ENTRY_DTYPE)
+    for i, (s, lv, x, y) in enumerate(coords):
+        e[i] = (s, lv, x, y, i)
+    return TileIndex(list(containers), e, (patch, patch))
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_batched_read_equals_per_sample_reads(containers, data):
+    """The batched fast path (``__getitems__``) equals stacking per-sample reads, for windows inside one
+    tile, across tile edges, across the image edge and partly outside it, on every level."""
+    from csp.torch import CspDataset, collate
+
+    patch = data.draw(st.sampled_from([16, 64, 100, 240]))
+    coords = data.draw(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 2), st.integers(-50, 2300),
+                                          st.integers(-50, 1600)), min_size=1, max_size=12))
+    ds = CspDataset(_manual_index(containers, coords, patch))
+    idx = list(range(len(coords)))
+    batch = ds.__getitems__(idx)
+    fast = collate(batch)
+    ref = torch.utils.data.default_collate([ds[i] for i in idx])
+    assert fast.keys() == ref.keys()
+    for k in ref:
+        assert torch.equal(fast[k], ref[k]), k
+    slow = torch.utils.data.default_collate(batch)  # a PatchBatch is also a list of samples
+    for k in ref:
+        assert torch.equal(slow[k], ref[k]), k
+
+
+def test_dataloader_with_csp_collate_equals_default(containers):
+    from csp.torch import CspDataset, collate
+
+    idx = TileIndex.build(containers, patch_size=96, mode="random", patches_per_slide=40, seed=3)
+    ds = CspDataset(idx)
+
+    def run(**kw):
+        g = torch.Generator().manual_seed(5)
+        return _collect(torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True, generator=g, **kw))
+
+    ref = run()
+    got = run(num_workers=2, collate_fn=collate)
+    assert len(ref) == len(got) == 5
+    for a, b in zip(ref, got, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))

@@ -4,6 +4,8 @@
   filtered by the stored tissue mask; labels from a dict or CSV; seeded).
 - :class:`CspDataset` (map-style) and :class:`CspIterableDataset` (distributed sharding, per-epoch
   reshuffle) returning uint8 CHW tensors (or NumPy) with their coordinates.
+- :func:`collate` — ``collate_fn`` that takes batches :class:`CspDataset` decodes in one call
+  (``__getitems__``) without re-stacking them.
 """
 
 from typing import Any
@@ -12,7 +14,7 @@ from csp.torch.index import TileIndex, load_labels
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("CspDataset", "CspIterableDataset"):
+    if name in ("CspDataset", "CspIterableDataset", "PatchBatch", "collate"):
         try:
             from csp.torch import dataset
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -21,4 +23,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'csp.torch' has no attribute {name!r}")
 
 
-__all__ = ["CspDataset", "CspIterableDataset", "TileIndex", "load_labels"]
+__all__ = ["CspDataset", "CspIterableDataset", "PatchBatch", "TileIndex", "collate", "load_labels"]

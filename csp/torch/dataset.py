@@ -6,15 +6,56 @@ under fork and spawn; each worker opens containers on first use through its own 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, default_collate, get_worker_info
 
 from csp.container.cache import HandlePool, TileCache, default_pool
 from csp.torch.index import TileIndex
+
+_COORD_KEYS = ("label", "slide", "level", "x", "y")
+
+
+class PatchBatch(Sequence):
+    """A batch read in one call by :meth:`CspDataset.__getitems__`, already collated.
+
+    It is also a sequence of per-sample dicts (views into the batch), so PyTorch's ``default_collate``
+    still works; :func:`collate` returns :attr:`collated` directly and saves a copy of every image.
+    """
+
+    def __init__(self, collated: dict[str, torch.Tensor]) -> None:
+        self.collated = collated
+
+    def __len__(self) -> int:
+        return int(self.collated["image"].shape[0])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return {k: (v[i] if k == "image" else int(v[i])) for k, v in self.collated.items()}
+
+
+def collate(batch: Any) -> Any:
+    """``collate_fn`` for DataLoaders over CSP datasets: batches read by ``__getitems__`` pass through
+    unchanged, anything else goes to :func:`torch.utils.data.default_collate`."""
+    if isinstance(batch, PatchBatch):
+        return batch.collated
+    return default_collate(batch)
+
+
+def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
+    """A uint8 tensor; in a DataLoader worker it lives in shared memory so sending it costs no copy."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    n = int(np.prod(shape))
+    try:
+        storage = torch.UntypedStorage._new_shared(n)  # what default_collate does in workers
+        return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+    except (AttributeError, RuntimeError):  # pragma: no cover - older/newer torch
+        return torch.empty(shape, dtype=torch.uint8).share_memory_()
 
 
 class _Reader:
@@ -58,6 +99,43 @@ class _Reader:
         return {"image": image, "label": int(e["label"]), "slide": int(e["slide"]), "level": int(e["level"]),
                 "x": int(e["x"]), "y": int(e["y"])}
 
+    def read_batch(self, indices: Sequence[int]) -> PatchBatch:
+        """Read many patches in one call into one ``(N, C, H, W)`` uint8 tensor (no transform).
+
+        A patch inside one stored tile costs one decode and one HWC->CHW copy straight into the batch;
+        other windows go through ``read_region`` first. Equals stacking :meth:`read` samples (tested).
+        """
+        ent = self.index.entries[np.asarray(indices, dtype=np.int64)]
+        pw, ph = self.index.patch_size
+        pool = self._get_pool()
+        first = pool.get(self.index.slides[int(ent["slide"][0])]) if len(ent) else None
+        channels = first.levels[int(ent["level"][0])].layout.channels if first is not None else 3
+        images = _batch_tensor((len(ent), channels, ph, pw))
+        dst = images.numpy()
+        window: np.ndarray | None = None
+        scratch: np.ndarray | None = None
+        for i, e in enumerate(ent):
+            cr = pool.get(self.index.slides[int(e["slide"])])
+            arr = cr.levels[int(e["level"])]
+            lay = arr.layout
+            x, y = int(e["x"]), int(e["y"])
+            col, ox = divmod(x, lay.tile_width)
+            row, oy = divmod(y, lay.tile_height)
+            if (x >= 0 and y >= 0 and ox + pw <= lay.tile_width and oy + ph <= lay.tile_height
+                    and x + pw <= lay.width and y + ph <= lay.height):
+                if scratch is None or scratch.shape != arr.tile_shape or scratch.dtype != arr.dtype:
+                    scratch = np.empty(arr.tile_shape, arr.dtype)
+                src = cr.decode_tile(arr, col, row, out=scratch)[oy:oy + ph, ox:ox + pw]
+            else:
+                if window is None or window.shape[2] != lay.channels or window.dtype != arr.dtype:
+                    window = np.empty((ph, pw, lay.channels), arr.dtype)
+                src = cr.read_region(arr, x, y, pw, ph, out=window)
+            dst[i] = src.transpose(2, 0, 1)
+        out: dict[str, torch.Tensor] = {"image": images}
+        for k in _COORD_KEYS:
+            out[k] = torch.from_numpy(ent[k].astype(np.int64))
+        return PatchBatch(out)
+
 
 class CspDataset(_Reader, Dataset):
     """Map-style dataset: ``ds[i]`` -> ``{"image": uint8 CHW tensor, "label", "slide", "level", "x", "y"}``.
@@ -83,6 +161,16 @@ class CspDataset(_Reader, Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.read(int(i))
+
+    def __getitems__(self, indices: Sequence[int]) -> Sequence[dict[str, Any]]:
+        """Batched read used by ``DataLoader`` (PyTorch >= 2.0) when ``batch_size`` is set.
+
+        Without a transform and with tensor output the batch is decoded straight into one tensor
+        (:class:`PatchBatch`; pass ``collate_fn=csp.torch.collate`` to skip re-stacking it).
+        """
+        if self.transform is not None or self.output != "torch" or not len(indices):
+            return [self.read(int(i)) for i in indices]
+        return self.read_batch(indices)
 
 
 class CspIterableDataset(_Reader, IterableDataset):
