@@ -51,7 +51,7 @@ def prepare(slide: str | None, size: int) -> tuple[str, str]:
     container = os.path.join(WORK, os.path.splitext(os.path.basename(slide))[0] + ".csp")
     stamp = container + ".src"
     key = f"{os.path.abspath(slide)} {os.path.getsize(slide)} {os.path.getmtime(slide)}"
-    if not (os.path.exists(container) and os.path.exists(stamp) and open(stamp).read() == key):
+    if not (os.path.exists(container) and os.path.exists(stamp) and _read_text(stamp) == key):
         t = time.perf_counter()
         res = csp.convert(slide, container, overwrite=True)
         print(f"converted {slide} -> {container} in {time.perf_counter() - t:.1f} s "
@@ -59,6 +59,11 @@ def prepare(slide: str | None, size: int) -> tuple[str, str]:
         with open(stamp, "w") as fh:
             fh.write(key)
     return slide, container
+
+
+def _read_text(path: str) -> str:
+    with open(path) as fh:
+        return fh.read()
 
 
 def geometry(container: str) -> dict[str, int]:
@@ -76,7 +81,6 @@ def csp_reader(slide: str, container: str, g: dict[str, int]) -> tuple[Callable,
     import csp
 
     s = csp.open_slide(container)
-    tw, th = g["tw"], g["th"]
     return (lambda c, r: s.read_tile(0, c, r),
             lambda x, y: s.read_region((x, y), 0, (PATCH, PATCH), as_array=True))
 
