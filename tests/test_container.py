@@ -17,7 +17,7 @@ import csp
 from csp.container import spec
 from csp.container.reader import ContainerReader
 from csp.container.stores import open_reader
-from csp.errors import ContainerError, IncompleteContainerError, OutputExistsError, VerificationError
+from csp.errors import ContainerError, CspError, IncompleteContainerError, OutputExistsError, VerificationError
 from tests.conftest import SAMPLE
 
 
@@ -183,3 +183,58 @@ def test_tissue_mask_stored_and_checked(sample_container):
         assert max(mask.shape) <= 2048 and ds[0] >= 1
         np.testing.assert_array_equal(mask, tissue_mask_reference(cr.read_array(level)))
         assert 0.2 < mask.mean() < 0.95  # the sample is mostly tissue with some glass
+
+
+_SLOW_CONVERT = """
+import sys, time
+import csp.container.writer as w
+orig = w.ShardedArrayWriter.add_row
+def slow(self, row, tiles):
+    orig(self, row, tiles)
+    print("row", flush=True)
+    time.sleep(0.2)
+w.ShardedArrayWriter.add_row = slow
+from csp.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("suffix", [".csp", ".zarr"])
+def test_killed_conversion_leaves_nothing_complete_and_rerun_completes(tmp_path, suffix):
+    """kill -9 mid-way through `csp convert`: nothing opens as complete; the same command then succeeds."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "out"
+    args = ["convert", str(SAMPLE), "-o", str(out), "-q"]
+    if suffix == ".zarr":
+        args += ["--layout", "dir"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_CONVERT, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    for _ in range(3):  # a few rows of tiles are written
+        assert proc.stdout.readline().startswith("row")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    leftovers = list(out.iterdir()) if out.exists() else []
+    for p in leftovers:
+        if p.name.startswith("."):
+            continue
+        with pytest.raises(CspError):
+            csp.open_slide(p)
+        try:
+            ok = csp.verify(p).ok
+        except CspError:
+            ok = False
+        assert not ok
+    env_run = subprocess.run([sys.executable, "-m", "csp.cli.main", *args], env=env, capture_output=True, text=True)
+    assert env_run.returncode == 0, env_run.stderr
+    made = [p for p in out.iterdir() if p.name.endswith(suffix)]
+    assert len(made) == 1
+    assert csp.verify(made[0], source=SAMPLE).ok
+    with csp.open_slide(made[0]) as s:
+        assert s.dimensions == (2220, 2967)
