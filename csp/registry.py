@@ -28,7 +28,7 @@ _BUILTIN_READERS: tuple[tuple[str, str], ...] = (
     # SLOT ome-tiff
     # SLOT qptiff
     ("csp.readers.generic_tiff", "GenericTiffReader"),
-    # SLOT openslide-fallback
+    ("csp.readers.openslide_fallback", "OpenSlideFallbackReader"),
 )
 # The last N builtins (generic TIFF, OpenSlide fallback) stay after plugins.
 _FALLBACK_COUNT = sum(1 for m, _ in _BUILTIN_READERS if m in ("csp.readers.generic_tiff", "csp.readers.openslide_fallback"))
