@@ -22,9 +22,9 @@ _BUILTIN_READERS: tuple[tuple[str, str], ...] = (
     # SLOT dicom
     # SLOT ndpi
     ("csp.readers.aperio", "AperioReader"),
-    # SLOT leica-scn
-    # SLOT philips
-    # SLOT ventana
+    ("csp.readers.leica_scn", "LeicaScnReader"),
+    ("csp.readers.philips", "PhilipsReader"),
+    ("csp.readers.ventana", "VentanaReader"),
     # SLOT ome-tiff
     # SLOT qptiff
     ("csp.readers.generic_tiff", "GenericTiffReader"),
