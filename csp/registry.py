@@ -19,7 +19,7 @@ from csp.readers.probe import Probe
 # Each vendor reader owns exactly one line below (a commented line = reader not built yet).
 _BUILTIN_READERS: tuple[tuple[str, str], ...] = (
     ("csp.readers.container", "ContainerSourceReader"),
-    # SLOT dicom
+    ("csp.readers.dicom", "DicomReader"),
     # SLOT ndpi
     ("csp.readers.aperio", "AperioReader"),
     ("csp.readers.leica_scn", "LeicaScnReader"),
