@@ -20,7 +20,7 @@ from csp.readers.probe import Probe
 _BUILTIN_READERS: tuple[tuple[str, str], ...] = (
     ("csp.readers.container", "ContainerSourceReader"),
     ("csp.readers.dicom", "DicomReader"),
-    # SLOT ndpi
+    ("csp.readers.ndpi", "NdpiReader"),
     ("csp.readers.aperio", "AperioReader"),
     ("csp.readers.leica_scn", "LeicaScnReader"),
     ("csp.readers.philips", "PhilipsReader"),
