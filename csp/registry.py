@@ -25,8 +25,8 @@ _BUILTIN_READERS: tuple[tuple[str, str], ...] = (
     ("csp.readers.leica_scn", "LeicaScnReader"),
     ("csp.readers.philips", "PhilipsReader"),
     ("csp.readers.ventana", "VentanaReader"),
-    # SLOT ome-tiff
-    # SLOT qptiff
+    ("csp.readers.ome_tiff", "OmeTiffReader"),
+    ("csp.readers.qptiff", "QptiffReader"),
     ("csp.readers.generic_tiff", "GenericTiffReader"),
     ("csp.readers.openslide_fallback", "OpenSlideFallbackReader"),
 )

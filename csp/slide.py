@@ -56,8 +56,10 @@ def _to_rgba(arr: np.ndarray, alpha: np.ndarray | None = None) -> Any:
 
     h, w = arr.shape[:2]
     rgba = np.empty((h, w, 4), np.uint8)
-    if arr.ndim == 2 or arr.shape[2] == 1:
-        rgba[..., :3] = arr.reshape(h, w, 1)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.shape[2] < 3:  # grey (and 2-channel data: its first channel)
+        rgba[..., :3] = arr[..., :1]
     else:
         rgba[..., :3] = arr[..., :3]
     rgba[..., 3] = 255 if alpha is None else alpha
@@ -65,15 +67,45 @@ def _to_rgba(arr: np.ndarray, alpha: np.ndarray | None = None) -> Any:
 
 
 class AbstractSlide(abc.ABC):
-    """Shared OpenSlide-style behaviour; subclasses provide level geometry and tile decoding."""
+    """Shared OpenSlide-style behaviour; subclasses provide level geometry and tile decoding.
+
+    Multi-channel, time and z data: :attr:`dtype`, :attr:`channel_count` and :attr:`plane_shape`
+    describe the samples; ``read_region(..., plane=(t, z))`` and ``read_tile(..., t=, z=)`` pick a
+    plane (default ``(0, 0)``). The RGBA PIL output is defined for uint8 samples only: 1 or 2 channels
+    render the first channel as grey, 3 or more render the first three as RGB; other sample types
+    raise :class:`~csp.errors.CspError` (use ``as_array=True``).
+    """
 
     _level_sizes: list[tuple[int, int]]
     _tile_sizes: list[tuple[int, int]]
     _channels: int
+    _dtype: np.dtype = np.dtype(np.uint8)
+    _planes: tuple[int, int] = (1, 1)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Sample type of the levels (``uint8`` for RGB slides)."""
+        return self._dtype
+
+    @property
+    def channel_count(self) -> int:
+        """Number of channels (samples per pixel)."""
+        return self._channels
+
+    @property
+    def plane_shape(self) -> tuple[int, int]:
+        """``(T, Z)``: number of time points and z planes (``(1, 1)`` for ordinary slides)."""
+        return self._planes
+
+    def _plane_kw(self, t: int, z: int) -> dict[str, int]:
+        if not (0 <= t < self._planes[0] and 0 <= z < self._planes[1]):
+            raise ValueError(f"plane (t={t}, z={z}) out of range: the slide has {self._planes[0]} time "
+                             f"point(s) and {self._planes[1]} z plane(s)")
+        return {"t": t, "z": z} if self._planes != (1, 1) else {}
 
     # ---- subclass hooks
     @abc.abstractmethod
-    def _tile(self, level: int, col: int, row: int) -> np.ndarray: ...
+    def _tile(self, level: int, col: int, row: int, **plane: int) -> np.ndarray: ...
 
     @abc.abstractmethod
     def _tile_present(self, level: int, col: int, row: int) -> bool: ...
@@ -118,7 +150,7 @@ class AbstractSlide(abc.ABC):
         return len(ds) - 1
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int], *,
-                    as_array: bool = False) -> Any:
+                    as_array: bool = False, plane: tuple[int, int] = (0, 0)) -> Any:
         """Read a region.
 
         Parameters
@@ -132,7 +164,19 @@ class AbstractSlide(abc.ABC):
         as_array
             Return a ``(height, width, C)`` NumPy array of the stored samples instead of an RGBA PIL
             image. Pixels outside the image are 0 in the array and transparent in the PIL image.
+        plane
+            ``(t, z)`` of the plane to read for time/z series (format 1.1); ``(0, 0)`` otherwise.
+
+        Raises
+        ------
+        CspError
+            A PIL image is requested for samples other than uint8 (read them with ``as_array=True``).
         """
+        kw = self._plane_kw(int(plane[0]), int(plane[1]))
+        if not as_array and self._dtype != np.uint8:
+            raise CspError(getattr(self, "_path", None),
+                           f"cannot render {self._dtype} samples ({self._channels} channel(s)) as an RGBA "
+                           "image; use read_region(..., as_array=True)")
         w, h = int(size[0]), int(size[1])
         if w < 0 or h < 0:
             raise ValueError(f"negative region size {size}")
@@ -142,8 +186,8 @@ class AbstractSlide(abc.ABC):
         lx, ly = int(np.floor(location[0] / ds)), int(np.floor(location[1] / ds))
         lw, lh = self._level_sizes[level]
         tw, th = self._tile_sizes[level]
-        out = np.zeros((h, w, self._channels), np.uint8)
-        paint_region(out, lx, ly, lw, lh, tw, th, lambda c, r: self._tile(level, c, r))
+        out = np.zeros((h, w, self._channels), self._dtype)
+        paint_region(out, lx, ly, lw, lh, tw, th, lambda c, r: self._tile(level, c, r, **kw))
         if as_array:
             return out
         alpha = np.zeros((h, w), np.uint8)
@@ -167,11 +211,11 @@ class AbstractSlide(abc.ABC):
                     ys, xs = row * th - ly, col * tw - lx
                     alpha[max(ys, 0):max(ys + th, 0), max(xs, 0):max(xs + tw, 0)] = 0
 
-    def read_tile(self, level: int, col: int, row: int) -> np.ndarray:
-        """Decoded stored tile ``(h, w, C)``, cropped to the image at the right/bottom edges."""
+    def read_tile(self, level: int, col: int, row: int, t: int = 0, z: int = 0) -> np.ndarray:
+        """Decoded stored tile ``(h, w, C)`` of plane ``(t, z)``, cropped to the image at the edges."""
         tw, th = self._tile_sizes[level]
         lw, lh = self._level_sizes[level]
-        tile = self._tile(level, col, row)
+        tile = self._tile(level, col, row, **self._plane_kw(t, z))
         return tile[: min(th, lh - row * th), : min(tw, lw - col * tw)]
 
     def get_thumbnail(self, size: tuple[int, int]) -> Any:
@@ -275,6 +319,9 @@ class CspSlide(AbstractSlide):
         self._level_sizes = [(a.layout.width, a.layout.height) for a in self._reader.levels]
         self._tile_sizes = [(a.layout.tile_width, a.layout.tile_height) for a in self._reader.levels]
         self._channels = self._reader.levels[0].layout.channels
+        self._dtype = self._reader.levels[0].dtype
+        lay0 = self._reader.levels[0].layout
+        self._planes = (lay0.size_t, lay0.size_z)
         icc = meta.get("icc_profile")
         self._icc = None if icc is None else spec.decode_config({"v": icc})["v"]
         props = dict(meta.get("properties", {}))
@@ -309,8 +356,9 @@ class CspSlide(AbstractSlide):
         """The low-level fast-path reader."""
         return self._reader
 
-    def _tile(self, level: int, col: int, row: int) -> np.ndarray:
-        return self._reader.decode_tile(self._reader.levels[level], col, row)
+    def _tile(self, level: int, col: int, row: int, **plane: int) -> np.ndarray:
+        return self._reader.decode_tile(self._reader.levels[level], col, row, t=plane.get("t", 0),
+                                        z=plane.get("z", 0))
 
     def _tile_present(self, level: int, col: int, row: int) -> bool:
         return self._reader.tile_bytes(self._reader.levels[level], col, row) is not None
@@ -353,6 +401,8 @@ class SourceSlide(AbstractSlide):
         self._level_sizes = [(x.width, x.height) for x in lv]
         self._tile_sizes = [(x.tile_width, x.tile_height) for x in lv]
         self._channels = lv[0].channels
+        self._dtype = np.dtype(lv[0].dtype)
+        self._planes = tuple(int(v) for v in getattr(self._src, "plane_shape", (1, 1)))  # type: ignore[assignment]
         md = self._src.metadata
         props = dict(self._src.properties)
         props.update(self._standard_properties(md.vendor, (md.mpp_x, md.mpp_y), md.objective_power,
@@ -368,8 +418,8 @@ class SourceSlide(AbstractSlide):
     def icc_profile(self) -> bytes | None:
         return self._src.metadata.icc_profile
 
-    def _tile(self, level: int, col: int, row: int) -> np.ndarray:
-        return self._src.read_tile(level, col, row)
+    def _tile(self, level: int, col: int, row: int, **plane: int) -> np.ndarray:
+        return self._src.read_tile(level, col, row, **plane)
 
     def _tile_present(self, level: int, col: int, row: int) -> bool:
         return True

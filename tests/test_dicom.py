@@ -343,6 +343,7 @@ def test_boxes_metadata_with_provenance() -> None:
         assert (
             reader.properties["dicom.ContainerIdentifier"] == "SLIDE_1"
             and "ContainerIdentifier" in md.provenance["barcode"]
+            and md.barcode == "SLIDE_1"
         )
         # the native THUMBNAIL equals pydicom's decode
         want = pydicom.dcmread(src).pixel_array

@@ -173,6 +173,10 @@ def test_metadata_mpp_objective_with_provenance(slide):
     assert md["objective_power"] == (40.0 if vendor == "ventana" else 20.0)
     for field in ("mpp_x", "mpp_y", "objective_power"):
         assert md["provenance"][field]
+    want_barcode = {"philips": "CSP-SYNTH-1", "leica-scn": "LEICA-SYNTH"}.get(vendor)
+    assert md["barcode"] == want_barcode
+    if want_barcode:
+        assert md["provenance"]["barcode"]
 
 
 def test_verify_against_source(slide):
@@ -255,3 +259,26 @@ def test_non_vendor_tiff_rejected_by_vendor_readers(svs):
     assert det.match.reader == "aperio"
     for vendor in VENDORS:
         assert not verdicts[vendor].accepted and verdicts[vendor].reason
+
+
+@pytest.mark.parametrize("case", ["philips", "leica-scn"])
+def test_deidentify_drops_barcode_and_label(case, tmp_path, svs):
+    """The unified barcode, its vendor property (raw and base64) and the label image leave no trace."""
+    import base64
+
+    src = tmp_path / f"s{SUFFIX[case]}"
+    if case == "philips":
+        sv.write_philips(src, svs, sparse=PHILIPS_SPARSE)
+        barcode = "CSP-SYNTH-1"
+    else:
+        sv.write_leica(src, svs)
+        barcode = "LEICA-SYNTH"
+    dst = tmp_path / "d.csp"
+    csp.convert(src, dst, deidentify=True)
+    blob = dst.read_bytes()
+    for needle in (barcode.encode(), base64.b64encode(barcode.encode())):
+        assert needle not in blob
+    with csp.open_slide(dst) as s:
+        assert s.metadata["barcode"] is None and "barcode" not in s.metadata["provenance"]
+        assert not {"label", "macro"} & set(s.associated_images)
+    assert csp.verify(dst, source=src).ok

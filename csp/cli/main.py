@@ -49,6 +49,20 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true", help="replace existing containers")
     c.add_argument("--no-verify", action="store_true", help="skip the re-read comparison with the source")
     c.add_argument("--json", action="store_true", help="print one JSON result per slide")
+    c.add_argument("--profile", choices=("passthrough", "archive"), default="passthrough",
+                   help="storage tier: passthrough keeps the source tile bytes (default); archive repacks "
+                        "JPEG tiles losslessly with JPEG XL (22-32%% smaller tiles, byte-exact on read)")
+
+    r = sub.add_parser("repack", help="move a container between storage tiers (no pixel is touched)")
+    r.add_argument("container")
+    r.add_argument("-o", "--output", help="write a new container here instead of replacing it in place")
+    r.add_argument("--to", choices=("archive", "passthrough"), required=True, help="target tier")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    r.add_argument("--no-verify", action="store_true", help="skip decoding every tile of the new copy")
+    r.add_argument("--effort", type=int, choices=range(1, 11), metavar="1-10",
+                   help="also try this libjxl effort per tile when archiving (needs pillow-jxl-plugin; "
+                        "9 is ~1-2%% smaller on Aperio/DICOM tiles and ~10x slower)")
+    r.add_argument("--json", action="store_true", help="print the result as JSON")
 
     i = sub.add_parser("info", help="describe a container (or a source slide)")
     i.add_argument("path")
@@ -80,7 +94,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         result = run_batch(jobs, workers=args.jobs, overwrite=args.overwrite, verify=not args.no_verify,
                            reverify=args.verify, layout=args.layout, deidentify=args.deidentify,
                            journal_dir=args.journal_dir, dask_scheduler=args.dask_scheduler,
-                           on_event=display.event)
+                           on_event=display.event, profile=args.profile)
     if args.report:
         result.write_report(args.report)
     if args.json:
@@ -178,6 +192,22 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def _cmd_repack(args: argparse.Namespace) -> int:
+    from csp.conversion.repack import repack
+
+    res = repack(args.container, args.output, to=args.to, overwrite=args.overwrite, verify=not args.no_verify,
+                 effort=args.effort)
+    if args.json:
+        print(json.dumps(res.to_json()))
+        return EXIT_OK
+    print(f"{res.output}: {res.to} tier, {_mb(res.bytes_before)} -> {_mb(res.bytes_after)} "
+          f"in {res.seconds:.2f} s")
+    for lv in res.levels:
+        plain = f", {lv['plain_tiles']} kept as plain JPEG" if lv["plain_tiles"] else ""
+        print(f"  level {lv['path']}: {lv['from']} -> {lv['to']}, {lv['tiles']} tiles{plain}")
+    return EXIT_OK
+
+
 def _cmd_detect(args: argparse.Namespace) -> int:
     from csp.registry import detect
 
@@ -214,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
-    handler = {"convert": _cmd_convert, "info": _cmd_info, "verify": _cmd_verify, "detect": _cmd_detect}
+    handler = {"convert": _cmd_convert, "info": _cmd_info, "verify": _cmd_verify, "detect": _cmd_detect,
+               "repack": _cmd_repack}
     try:
         return handler[args.command](args)
     except CspError as exc:

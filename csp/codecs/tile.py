@@ -570,3 +570,8 @@ def can_store(encoding: TileEncoding) -> bool:
     except CodecError:
         return False
     return True
+
+
+from csp.codecs.jpeg_archive import JpegJxlTileCodec  # noqa: E402  (archive tier; imports this module)
+
+_CODECS = {**_CODECS, JpegJxlTileCodec.id: JpegJxlTileCodec}

@@ -136,8 +136,18 @@ class TiffDeflateCodec(_TileBytesCodec):
     codec_id: ClassVar[str] = "tiff_deflate"
 
 
+@dataclass(frozen=True, init=False)
+class JpegJxlCodec(_TileBytesCodec):
+    """``csp.jpeg_jxl``: archive-tier JPEG tiles repacked with JPEG XL, rebuilt byte-exact. Decode only.
+
+    Configuration: as ``csp.jpeg`` plus ``prefix`` (base64 JPEG XL header shared by the tiles, or null).
+    """
+
+    codec_id: ClassVar[str] = "jpeg_jxl"
+
+
 _CLASSES: dict[str, type[_TileBytesCodec]] = {
-    c.codec_id: c for c in (JpegCodec, Jpeg2kCodec, TiffDeflateCodec)}
+    c.codec_id: c for c in (JpegCodec, Jpeg2kCodec, TiffDeflateCodec, JpegJxlCodec)}
 
 
 def zarr_codecs_for(codec: TileCodec) -> list[Any]:

@@ -46,17 +46,27 @@ class StoredArray:
 
 def _layout_from_meta(path: str, meta: Mapping[str, Any], where: str) -> tuple[LevelLayout, np.dtype, int]:
     try:
-        c, h, w = meta["shape"]
+        size_t = size_z = 1
         shard = meta["chunk_grid"]["configuration"]["chunk_shape"]
         sharding = meta["codecs"][0]
         if sharding["name"] != "sharding_indexed":
             raise KeyError("first codec is not sharding_indexed")
         conf = sharding["configuration"]
-        _, th, tw = conf["chunk_shape"]
+        if len(meta["shape"]) == 5:  # format 1.1: (t, c, z, y, x), one (t, z) plane per shard
+            if list(meta.get("dimension_names") or spec.AXES_5D) != list(spec.AXES_5D):
+                raise KeyError(f"5-D dimension_names must be {list(spec.AXES_5D)}")
+            size_t, c, size_z, h, w = meta["shape"]
+            if shard[0] != 1 or shard[2] != 1:
+                raise KeyError("5-D shards must hold one (t, z) plane")
+            shard = [shard[1], shard[3], shard[4]]
+            _, _, _, th, tw = conf["chunk_shape"]
+        else:
+            c, h, w = meta["shape"]
+            _, th, tw = conf["chunk_shape"]
         if conf.get("index_location", "end") != "end":
             raise KeyError("index_location must be 'end'")
         layout = LevelLayout(int(w), int(h), int(c), int(tw), int(th), int(shard[2]) // int(tw),
-                             int(shard[1]) // int(th))
+                             int(shard[1]) // int(th), int(size_t), int(size_z))
         return layout, np.dtype(meta["data_type"]), int(meta.get("fill_value") or 0)
     except (KeyError, ValueError, TypeError, IndexError) as exc:
         raise ContainerError(where, f"array {path}: unsupported or malformed zarr.json ({exc})") from exc
@@ -167,8 +177,9 @@ class ContainerReader:
         return StoredArray(path, layout, dtype, encoding, fill, get_tile_codec(encoding))
 
     # ------------------------------------------------------------------ tiles
-    def _index(self, arr: StoredArray, shard_row: int, shard_col: int) -> np.ndarray | None:
-        key = spec.shard_key(arr.path, shard_row, shard_col)
+    def _index(self, arr: StoredArray, shard_row: int, shard_col: int,
+               plane: tuple[int, int] | None = None) -> np.ndarray | None:
+        key = spec.shard_key(arr.path, shard_row, shard_col, plane)
         try:
             return self._indexes[key]
         except KeyError:
@@ -193,36 +204,41 @@ class ContainerReader:
             self._indexes[key] = index
         return index
 
-    def tile_bytes(self, arr: StoredArray, col: int, row: int) -> bytes | None:
-        """Stored bytes of tile (col, row) of ``arr`` (``None`` if the tile is absent)."""
+    def tile_bytes(self, arr: StoredArray, col: int, row: int, *, t: int = 0, z: int = 0) -> bytes | None:
+        """Stored bytes of tile (col, row) of ``arr`` (``None`` if the tile is absent).
+
+        ``t`` and ``z`` select the plane of a 5-D (format 1.1) array; 3-D arrays only have (0, 0).
+        """
         lay = arr.layout
         if not (0 <= col < lay.tiles_across and 0 <= row < lay.tiles_down):
             raise IndexError(f"tile ({col}, {row}) outside the {lay.tiles_across}x{lay.tiles_down} grid")
+        plane = lay.plane_key(t, z)
         sr, sc = divmod(row, lay.shard_tiles_y)
         cc, ci = divmod(col, lay.shard_tiles_x)
-        index = self._index(arr, sr, cc)
+        index = self._index(arr, sr, cc, plane)
         if index is None:
             return None
         off, n = index[sc, ci]
         if off == spec.MISSING:
             return None
-        return self.store.read_range(spec.shard_key(arr.path, sr, cc), int(off), int(n))
+        return self.store.read_range(spec.shard_key(arr.path, sr, cc, plane), int(off), int(n))
 
-    def decode_tile(self, arr: StoredArray, col: int, row: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Decoded tile ``(tile_h, tile_w, C)``; absent tiles are filled with the fill value.
+    def decode_tile(self, arr: StoredArray, col: int, row: int, out: np.ndarray | None = None, *,
+                    t: int = 0, z: int = 0) -> np.ndarray:
+        """Decoded tile ``(tile_h, tile_w, C)`` of plane ``(t, z)``; absent tiles hold the fill value.
 
         With a tile cache, a cached tile is returned as a read-only array when ``out`` is ``None``.
         """
         cache = self.tile_cache
         if cache is not None:
-            key = (self.path, arr.path, col, row)
+            key = (self.path, arr.path, col, row) if not (t or z) else (self.path, arr.path, col, row, t, z)
             hit = cache.get(key)
             if hit is not None:
                 if out is None:
                     return hit
                 out[...] = hit
                 return out
-        data = self.tile_bytes(arr, col, row)
+        data = self.tile_bytes(arr, col, row, t=t, z=z)
         if data is None:
             if out is None:
                 out = np.empty(arr.tile_shape, arr.dtype)
@@ -237,8 +253,8 @@ class ContainerReader:
         return out
 
     def read_tiles(self, arr: StoredArray, coords: Sequence[tuple[int, int]], out: np.ndarray | None = None,
-                   *, threads: int = 0) -> np.ndarray:
-        """Decode many tiles in one call into ``out`` of shape ``(N, tile_h, tile_w, C)``.
+                   *, threads: int = 0, t: int = 0, z: int = 0) -> np.ndarray:
+        """Decode many tiles of plane ``(t, z)`` in one call into ``out`` of shape ``(N, tile_h, tile_w, C)``.
 
         ``threads > 1`` decodes in a thread pool (the decoders release the GIL).
         """
@@ -247,26 +263,27 @@ class ContainerReader:
             out = np.empty((n, *arr.tile_shape), arr.dtype)
         if threads > 1 and n > 1:
             pool = _thread_pool(threads)
-            list(pool.map(lambda i: self.decode_tile(arr, *coords[i], out=out[i]), range(n)))
+            list(pool.map(lambda i: self.decode_tile(arr, *coords[i], out=out[i], t=t, z=z), range(n)))
         else:
             for i, (col, row) in enumerate(coords):
-                self.decode_tile(arr, col, row, out=out[i])
+                self.decode_tile(arr, col, row, out=out[i], t=t, z=z)
         return out
 
     def read_region(self, arr: StoredArray, x: int, y: int, w: int, h: int,
-                    out: np.ndarray | None = None) -> np.ndarray:
-        """Pixels ``[y:y+h, x:x+w]`` of ``arr`` as ``(h, w, C)``; outside the image -> fill value."""
+                    out: np.ndarray | None = None, *, t: int = 0, z: int = 0) -> np.ndarray:
+        """Pixels ``[y:y+h, x:x+w]`` of plane ``(t, z)`` of ``arr`` as ``(h, w, C)``; outside -> fill value."""
         lay = arr.layout
+        lay.plane_key(t, z)  # validate the plane even when the window misses the image
         if out is None:
             out = np.empty((h, w, lay.channels), arr.dtype)
         out[...] = arr.fill_value
         scratch = np.empty(arr.tile_shape, arr.dtype)
         return paint_region(out, x, y, lay.width, lay.height, lay.tile_width, lay.tile_height,
-                            lambda col, row: self.decode_tile(arr, col, row, out=scratch))
+                            lambda col, row: self.decode_tile(arr, col, row, out=scratch, t=t, z=z))
 
-    def read_array(self, arr: StoredArray) -> np.ndarray:
-        """The whole array as ``(H, W, C)`` (for small arrays such as associated images)."""
-        return self.read_region(arr, 0, 0, arr.layout.width, arr.layout.height)
+    def read_array(self, arr: StoredArray, *, t: int = 0, z: int = 0) -> np.ndarray:
+        """The whole array (plane ``(t, z)``) as ``(H, W, C)`` (for small arrays such as associated images)."""
+        return self.read_region(arr, 0, 0, arr.layout.width, arr.layout.height, t=t, z=z)
 
     def tissue_mask(self) -> tuple[np.ndarray, tuple[float, float]] | None:
         """The stored tissue mask ``(H, W)`` uint8 and its downsample ``(x, y)`` from level 0, if any."""

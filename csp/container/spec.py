@@ -3,7 +3,8 @@
 A container is one Zarr v3 group. Pyramid levels are sharded arrays ``0``, ``1``, ... of shape
 ``(C, H, W)`` whose inner chunks are single stored tiles; associated images live in the ``associated``
 group; group attributes hold OME-NGFF 0.5 ``multiscales`` under ``ome`` and the CSP block under ``csp``;
-``csp-complete.json`` is written last and marks the container valid.
+``csp-complete.json`` is written last and marks the container valid. Since 1.1, levels of time/z
+series are 5-D ``(T, C, Z, H, W)`` arrays whose shards each hold tiles of one ``(t, z)`` plane.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1 adds optional 5-D (t, c, z, y, x) levels; 3-D containers are as in 1.0
 SUPPORTED_MAJOR = 1
 COMPLETION_KEY = "csp-complete.json"
 ROOT_META_KEY = "zarr.json"
@@ -25,6 +26,7 @@ NGFF_VERSION = "0.5"
 INDEX_ENTRY_BYTES = 16  # (offset, nbytes) as two little-endian uint64
 INDEX_CRC_BYTES = 4  # crc32c of the index, little-endian
 MISSING = 2**64 - 1  # offset/nbytes of an absent inner chunk
+AXES_5D = ("t", "c", "z", "y", "x")  # axes of a 5-D level (format 1.1)
 
 #: Encodings whose bytes are the source's, unchanged.
 PASSTHROUGH = frozenset({"jpeg", "j2k", "tiff_deflate"})
@@ -35,8 +37,13 @@ def level_name(index: int) -> str:
     return str(index)
 
 
-def shard_key(array_path: str, shard_row: int, shard_col: int) -> str:
-    """Store key of a shard (Zarr v3 default chunk key encoding, ``/`` separator, axes c,y,x)."""
+def shard_key(array_path: str, shard_row: int, shard_col: int, plane: tuple[int, int] | None = None) -> str:
+    """Store key of a shard (Zarr v3 default chunk key encoding, ``/`` separator).
+
+    Axes c,y,x; with ``plane=(t, z)`` the key of a 5-D (t,c,z,y,x) array (format 1.1).
+    """
+    if plane is not None:
+        return f"{array_path}/c/{plane[0]}/0/{plane[1]}/{shard_row}/{shard_col}"
     return f"{array_path}/c/0/{shard_row}/{shard_col}"
 
 
@@ -56,6 +63,28 @@ class LevelLayout:
     tile_height: int
     shard_tiles_x: int
     shard_tiles_y: int
+    size_t: int = 1
+    size_z: int = 1
+
+    @property
+    def is_5d(self) -> bool:
+        """True for a 5-D ``(t, c, z, y, x)`` array (format 1.1): more than one time point or z plane."""
+        return self.size_t > 1 or self.size_z > 1
+
+    @property
+    def planes(self) -> list[tuple[int, int]]:
+        """Every ``(t, z)`` plane in storage order (``[(0, 0)]`` for a 3-D array)."""
+        return [(t, z) for t in range(self.size_t) for z in range(self.size_z)]
+
+    def plane_key(self, t: int, z: int) -> tuple[int, int] | None:
+        """The ``plane`` argument of :func:`shard_key` for plane ``(t, z)`` (``None`` for 3-D arrays)."""
+        if not self.is_5d:
+            if t or z:
+                raise IndexError(f"plane (t={t}, z={z}) requested from a 3-D (c, y, x) array")
+            return None
+        if not (0 <= t < self.size_t and 0 <= z < self.size_z):
+            raise IndexError(f"plane (t={t}, z={z}) outside the {self.size_t} x {self.size_z} (t x z) planes")
+        return (t, z)
 
     @property
     def tiles_across(self) -> int:
@@ -85,13 +114,13 @@ class LevelLayout:
     @classmethod
     def choose(
         cls, width: int, height: int, channels: int, tile_width: int, tile_height: int,
-        shard_tiles: int = DEFAULT_SHARD_TILES,
+        shard_tiles: int = DEFAULT_SHARD_TILES, size_t: int = 1, size_z: int = 1,
     ) -> LevelLayout:
         """Layout with shards of up to ``shard_tiles`` x ``shard_tiles`` tiles, shrunk for small levels."""
         across = -(-width // tile_width)
         down = -(-height // tile_height)
         return cls(width, height, channels, tile_width, tile_height,
-                   max(1, min(shard_tiles, across)), max(1, min(shard_tiles, down)))
+                   max(1, min(shard_tiles, across)), max(1, min(shard_tiles, down)), size_t, size_z)
 
 
 def encode_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -126,27 +155,33 @@ def array_metadata(
     transpose to interleaved ``(y, x, c)`` and the sharding wrapper are added here.
     """
     c, th, tw = layout.channels, layout.tile_height, layout.tile_width
+    shape = [c, layout.height, layout.width]
+    shard = [c, th * layout.shard_tiles_y, tw * layout.shard_tiles_x]
+    inner, order, names = [c, th, tw], [1, 2, 0], ["c", "y", "x"]
+    if layout.is_5d:  # format 1.1: (t, c, z, y, x), one inner chunk = one tile of one (t, z) plane
+        shape = [layout.size_t, c, layout.size_z, layout.height, layout.width]
+        shard = [1, c, 1, *shard[1:]]
+        inner, order, names = [1, c, 1, th, tw], [0, 2, 3, 4, 1], list(AXES_5D)
     return {
         "zarr_format": 3,
         "node_type": "array",
-        "shape": [c, layout.height, layout.width],
+        "shape": shape,
         "data_type": dtype,
-        "chunk_grid": {"name": "regular", "configuration": {
-            "chunk_shape": [c, th * layout.shard_tiles_y, tw * layout.shard_tiles_x]}},
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": shard}},
         "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
         "fill_value": fill_value,
         "codecs": [{
             "name": "sharding_indexed",
             "configuration": {
-                "chunk_shape": [c, th, tw],
-                "codecs": [{"name": "transpose", "configuration": {"order": [1, 2, 0]}}, *codecs],
+                "chunk_shape": inner,
+                "codecs": [{"name": "transpose", "configuration": {"order": order}}, *codecs],
                 "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
                                  {"name": "crc32c"}],
                 "index_location": "end",
             },
         }],
         "attributes": dict(attributes or {}),
-        "dimension_names": ["c", "y", "x"],
+        "dimension_names": names,
         "storage_transformers": [],
     }
 
@@ -158,20 +193,32 @@ def group_metadata(attributes: Mapping[str, Any]) -> dict[str, Any]:
 
 def multiscales(
     name: str, downsamples: Sequence[tuple[float, float]], mpp: tuple[float | None, float | None],
+    *, five_d: bool = False, channel_names: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """OME-NGFF 0.5 ``ome`` attribute block for the pyramid (axes c, y, x; micrometres if MPP known)."""
+    """OME-NGFF 0.5 ``ome`` attribute block for the pyramid (axes c, y, x; micrometres if MPP known).
+
+    ``five_d`` gives the axes t, c, z, y, x of format 1.1 5-D levels; ``channel_names`` adds an
+    ``omero`` block whose channel labels are those names.
+    """
     known = mpp[0] is not None and mpp[1] is not None
     space: dict[str, Any] = {"type": "space"}
     if known:
         space["unit"] = "micrometer"
     axes = [{"name": "c", "type": "channel"}, {"name": "y", **space}, {"name": "x", **space}]
+    if five_d:
+        axes = [{"name": "t", "type": "time"}, axes[0], {"name": "z", "type": "space"}, *axes[1:]]
     datasets = []
     for i, (dx, dy) in enumerate(downsamples):
         sy = dy * (mpp[1] if known else 1.0)  # type: ignore[operator]
         sx = dx * (mpp[0] if known else 1.0)  # type: ignore[operator]
+        scale = [1.0, 1.0, 1.0, sy, sx] if five_d else [1.0, sy, sx]
         datasets.append({"path": level_name(i), "coordinateTransformations": [
-            {"type": "scale", "scale": [1.0, sy, sx]}]})
-    return {"version": NGFF_VERSION, "multiscales": [{"name": name, "axes": axes, "datasets": datasets}]}
+            {"type": "scale", "scale": scale}]})
+    out: dict[str, Any] = {"version": NGFF_VERSION,
+                           "multiscales": [{"name": name, "axes": axes, "datasets": datasets}]}
+    if channel_names:
+        out["omero"] = {"channels": [{"label": str(n), "active": True} for n in channel_names]}
+    return out
 
 
 def parse_version(text: str) -> tuple[int, int]:

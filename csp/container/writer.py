@@ -39,13 +39,15 @@ class ArrayRecord:
 class ShardedArrayWriter:
     """Accepts the tiles of one array row by row and writes full shards as soon as they are complete.
 
-    Memory held: the encoded tiles of at most one row of shards.
+    Memory held: the encoded tiles of at most one row of shards. A 5-D array (format 1.1) is written
+    one ``(t, z)`` plane at a time, one writer per plane (see :meth:`ContainerWriter.plane`).
     """
 
-    def __init__(self, store: StoreWriter, record: ArrayRecord) -> None:
+    def __init__(self, store: StoreWriter, record: ArrayRecord, plane: tuple[int, int] = (0, 0)) -> None:
         self.store = store
         self.record = record
         lay = record.layout
+        self._plane = lay.plane_key(*plane)
         self._pending: dict[int, list[list[bytes | None]]] = {}
         self._next_row = 0
         self._rows: list[list[bytes | None]] = []
@@ -88,7 +90,7 @@ class ShardedArrayWriter:
             index_bytes = index.tobytes()
             crc = google_crc32c.value(index_bytes).to_bytes(4, "little")
             blob = b"".join(parts) + index_bytes + crc
-            key = spec.shard_key(self.record.path, shard_row, shard_col)
+            key = spec.shard_key(self.record.path, shard_row, shard_col, self._plane)
             self.store.put(key, blob)
             self.record.bytes_written += len(blob)
             self.record.shard_sha256[key] = hashlib.sha256(blob).hexdigest()
@@ -116,6 +118,10 @@ class ContainerWriter:
         rec = ArrayRecord(path, layout, dtype, codecs, fill_value)
         self.arrays[path] = rec
         return ShardedArrayWriter(self.store, rec)
+
+    def plane(self, path: str, t: int, z: int) -> ShardedArrayWriter:
+        """Writer of plane ``(t, z)`` of the 5-D array ``path`` already started with :meth:`array`."""
+        return ShardedArrayWriter(self.store, self.arrays[path], (t, z))
 
     def write_metadata(self, root_attributes: Mapping[str, Any],
                        group_paths: Sequence[str] = (spec.ASSOCIATED_GROUP,)) -> None:

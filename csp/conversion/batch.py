@@ -227,7 +227,8 @@ def convert_job(job: Job, options: dict[str, Any]) -> Outcome:
         else:
             _clean_partials(dst)
         res = convert(src, dst, overwrite=options.get("overwrite", False), layout=options.get("layout"),
-                      verify=options.get("verify", True), deidentify=options.get("deidentify", False))
+                      verify=options.get("verify", True), deidentify=options.get("deidentify", False),
+                      profile=options.get("profile", "passthrough"))
         if staged_dst is not None:
             _stage_out(staged_dst, job.dest)
         return Outcome(job.source, job.dest, "done", bytes_in=res.bytes_in, bytes_out=res.bytes_out,
@@ -313,7 +314,8 @@ class BatchResult:
 def run_batch(jobs: Sequence[Job], *, workers: int = 1, overwrite: bool = False, verify: bool = True,
               reverify: bool = False, layout: str | None = None, deidentify: bool = False,
               journal_dir: str | None = None, dask_scheduler: str | None = None,
-              on_event: Callable[[str, Job, Outcome | None], None] | None = None) -> BatchResult:
+              on_event: Callable[[str, Job, Outcome | None], None] | None = None,
+              profile: str = "passthrough") -> BatchResult:
     """Convert ``jobs``; resumable through the journal in ``journal_dir`` (default: beside the outputs).
 
     Parameters
@@ -326,12 +328,15 @@ def run_batch(jobs: Sequence[Job], *, workers: int = 1, overwrite: bool = False,
         Address of an existing Dask distributed scheduler; the same jobs run there.
     on_event
         Progress callback ``(event, job, outcome)`` with events ``start``, ``end``.
+    profile
+        Storage tier: ``"passthrough"`` or ``"archive"`` (see :func:`csp.conversion.pipeline.convert`).
     """
     t0 = time.perf_counter()
     jdir = journal_dir or (os.path.dirname(jobs[0].dest) if jobs and not is_url(jobs[0].dest) else ".")
     os.makedirs(jdir or ".", exist_ok=True)
     journal = Journal(os.path.join(jdir, JOURNAL_NAME))
-    options = {"overwrite": overwrite, "verify": verify, "layout": layout, "deidentify": deidentify}
+    options = {"overwrite": overwrite, "verify": verify, "layout": layout, "deidentify": deidentify,
+               "profile": profile}
     outcomes: dict[int, Outcome] = {}
     todo: list[tuple[int, Job, dict[str, Any]]] = []
     try:

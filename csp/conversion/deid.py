@@ -36,7 +36,7 @@ ALLOWED_PROPERTIES = tuple(re.compile(p, re.IGNORECASE) for p in (
 ))
 
 #: Unified metadata fields removed.
-DROPPED_METADATA = ("scan_date", "scanner")
+DROPPED_METADATA = ("scan_date", "scanner", "barcode")
 
 
 def property_allowed(key: str) -> bool:
@@ -60,7 +60,7 @@ class DeidentifiedReader(SlideReader):
                                             if k.lower() not in DROPPED_ASSOCIATED})
         md = inner.metadata
         prov = {k: v for k, v in md.provenance.items() if k not in DROPPED_METADATA}
-        self.metadata = dataclasses.replace(md, scan_date=None, scanner=None, provenance=prov)
+        self.metadata = dataclasses.replace(md, scan_date=None, scanner=None, barcode=None, provenance=prov)
         self.deid_record: dict[str, Any] = {
             "profile": PROFILE, "profile_version": PROFILE_VERSION,
             "dropped_associated": sorted(set(inner.associated) - set(self.associated)),

@@ -47,6 +47,7 @@ def build_attributes(reader: SlideReader, plans: Sequence[LevelPlan], associated
     from csp import __version__
 
     md = reader.metadata
+    five_d = any(p.size_t > 1 or p.size_z > 1 for p in plans)
     csp_block: dict[str, Any] = {
         "format": "csp",
         "version": spec.FORMAT_VERSION,
@@ -56,8 +57,11 @@ def build_attributes(reader: SlideReader, plans: Sequence[LevelPlan], associated
         "objective_power": md.objective_power,
         "scan_date": md.scan_date,
         "scanner": md.scanner,
+        "barcode": md.barcode,
         "icc_profile": None if md.icc_profile is None else spec.encode_config({"v": md.icc_profile})["v"],
         "channel_names": list(md.channel_names),
+        "axes": list(spec.AXES_5D) if five_d else ["c", "y", "x"],
+        "planes": {"t": plans[0].size_t, "z": plans[0].size_z},
         "provenance": dict(md.provenance),
         "properties": dict(reader.properties),
         "levels": [
@@ -71,5 +75,5 @@ def build_attributes(reader: SlideReader, plans: Sequence[LevelPlan], associated
                       "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")},
     }
     ome = spec.multiscales(os.path.splitext(source["name"])[0], [p.downsample for p in plans],
-                           (md.mpp_x, md.mpp_y))
+                           (md.mpp_x, md.mpp_y), five_d=five_d, channel_names=md.channel_names)
     return {"ome": ome, "csp": csp_block}

@@ -55,7 +55,8 @@ class ConversionResult:
 
 
 def _layout(p: LevelPlan, shard_tiles: int) -> LevelLayout:
-    return LevelLayout.choose(p.width, p.height, p.channels, p.tile_width, p.tile_height, shard_tiles)
+    return LevelLayout.choose(p.width, p.height, p.channels, p.tile_width, p.tile_height, shard_tiles,
+                              p.size_t, p.size_z)
 
 
 def _codecs_json(p: LevelPlan) -> list[dict[str, Any]]:
@@ -73,6 +74,7 @@ def convert(
     verify: bool = True,
     deidentify: bool = False,
     progress: Progress | None = None,
+    profile: str = "passthrough",
 ) -> ConversionResult:
     """Convert a vendor slide into a CSP container.
 
@@ -93,6 +95,9 @@ def convert(
         Re-read the written container and compare it with the source before completing it.
     deidentify
         Drop label and macro images and scrub identifying properties (``docs/deidentification.md``).
+    profile
+        ``"passthrough"`` stores source tile bytes unchanged; ``"archive"`` stores JPEG levels repacked
+        losslessly with JPEG XL (codec ``jpeg_jxl``, see :mod:`csp.conversion.repack`).
 
     Returns
     -------
@@ -112,6 +117,10 @@ def convert(
     with open_source(src) as opened:
         reader = deidentified(opened) if deidentify else opened
         plans = plan_levels(reader, build_pyramid=build_pyramid)
+        if profile != "passthrough":
+            from csp.conversion.repack import profile_plans
+
+            plans = profile_plans(reader, plans, profile)
         store = open_writer(dst, layout=layout, overwrite=overwrite)
         try:
             writer = ContainerWriter(store)
@@ -188,13 +197,20 @@ def _write_levels(reader: SlideReader, writer: ContainerWriter, plans: list[Leve
                 mask_bands.append(band)
 
         cascade = BandCascade(len(built), sink)
-    total = sum(_layout(p, shard_tiles).tiles_down for p in plans if p.mode != "built")
+    total = sum(_layout(p, shard_tiles).tiles_down * p.size_t * p.size_z for p in plans if p.mode != "built")
     done = 0
     for p in plans:
         if p.mode == "built":
             continue
         lay = _layout(p, shard_tiles)
+        if lay.is_5d:
+            done = _write_planes(reader, writer, sinks[p.index], p, lay, progress, done, total)
+            continue
         store_codec = get_tile_codec(p.encoding)
+        pack = None  # archive tier: source JPEG tiles repacked (not tiles that already are jpeg_jxl)
+        if p.mode == "passthrough" and p.source_level is not None \
+                and reader.levels[p.source_level].encoding.codec != p.encoding.codec:
+            pack = getattr(store_codec, "pack", None)
         feed = cascade is not None and p.index == base_for_cascade
         src_level = p.source_level
         assert src_level is not None
@@ -214,6 +230,10 @@ def _write_levels(reader: SlideReader, writer: ContainerWriter, plans: list[Leve
                     tiles.append(store_codec.encode(pix))
                     if feed:
                         decoded.append(pix)
+            if pack is not None:
+                from csp.conversion.repack import pack_tiles
+
+                tiles = pack_tiles(pack, tiles)
             sinks[p.index].add_row(row, tiles)
             if feed:
                 assert cascade is not None
@@ -234,6 +254,26 @@ def _write_levels(reader: SlideReader, writer: ContainerWriter, plans: list[Leve
     assert p.source_level is not None
     return paint_region(out, 0, 0, p.width, p.height, p.tile_width, p.tile_height,
                         lambda c, r: reader.read_tile(p.source_level, c, r))
+
+
+def _write_planes(reader: SlideReader, writer: ContainerWriter, first: ShardedArrayWriter, p: LevelPlan,
+                  lay: LevelLayout, progress: Progress | None, done: int, total: int) -> int:
+    """Write every ``(t, z)`` plane of a 5-D pixel level (format 1.1); return the updated row count."""
+    if p.mode != "pixel" or p.source_level is None:
+        raise ValueError(f"level {p.index}: 5-D levels are stored as pixels, not {p.mode}")
+    codec = get_tile_codec(p.encoding)
+    path = spec.level_name(p.index)
+    source = getattr(reader, "inner", reader)  # wrappers (de-identification) do not alter pixels
+    for t, z in lay.planes:
+        sink = first if (t, z) == (0, 0) else writer.plane(path, t, z)
+        for row in range(lay.tiles_down):
+            sink.add_row(row, [codec.encode(source.read_tile(p.source_level, col, row, t=t, z=z))  # type: ignore[call-arg]
+                               for col in range(lay.tiles_across)])
+            done += 1
+            if progress:
+                progress("write", done, total)
+        sink.finish()
+    return done
 
 
 def _write_mask(writer: ContainerWriter, pixels: np.ndarray, level: LevelPlan) -> dict[str, Any]:

@@ -31,6 +31,8 @@ class LevelPlan:
     encoding: TileEncoding
     source_level: int | None
     downsample: tuple[float, float]
+    size_t: int = 1
+    size_z: int = 1
 
     @property
     def origin(self) -> str:
@@ -46,16 +48,25 @@ def plan_levels(reader: SlideReader, *, build_pyramid: bool = True,
 
     Stored levels are passed through where their encoding can be stored as is; otherwise their pixels are
     stored losslessly. A single-level source gets a 2x pyramid built below it (``build_pyramid``).
+
+    Sources with several time points or z planes (a reader attribute ``plane_shape = (T, Z)``) give
+    5-D levels (format 1.1) stored as pixels; no pyramid is built for them, nor for sample types other
+    than uint8/uint16 (the 2x downsample is defined for those).
     """
     plans: list[LevelPlan] = []
     base = reader.levels[0]
+    planes_of = getattr(reader, "inner", reader)  # wrappers (de-identification) keep the inner's planes
+    size_t, size_z = (int(v) for v in getattr(planes_of, "plane_shape", (1, 1)))
+    planar = size_t > 1 or size_z > 1
+    if planar or base.dtype not in ("uint8", "uint16"):
+        build_pyramid = False
     for i, lv in enumerate(reader.levels):
-        passthrough = can_store(lv.encoding)
+        passthrough = can_store(lv.encoding) and not planar
         plans.append(LevelPlan(
             index=i, mode="passthrough" if passthrough else "pixel", width=lv.width, height=lv.height,
             tile_width=lv.tile_width, tile_height=lv.tile_height, channels=lv.channels, dtype=lv.dtype,
             encoding=lv.encoding if passthrough else pixel_encoding, source_level=i,
-            downsample=(base.width / lv.width, base.height / lv.height)))
+            downsample=(base.width / lv.width, base.height / lv.height), size_t=size_t, size_z=size_z))
     if build_pyramid and len(reader.levels) == 1:
         for w, h in built_level_sizes(base.width, base.height, base.tile_width, base.tile_height):
             i = len(plans)

@@ -112,6 +112,7 @@ class SlideMetadata:
     scanner: str | None = None
     icc_profile: bytes | None = None
     channel_names: tuple[str, ...] = ()
+    barcode: str | None = None
     provenance: Mapping[str, str] = field(default_factory=dict)
 
 

@@ -147,7 +147,7 @@ def dicom_metadata(ds: Any) -> SlideMetadata:
     MPP from PixelSpacing (mm, row then column spacing), objective power from ObjectiveLensPower, scan
     date from AcquisitionDateTime (else AcquisitionDate/Time, else ContentDate/Time), scanner from
     Manufacturer + ManufacturerModelName, ICC profile from the OpticalPathSequence (else the top-level
-    ICCProfile). The barcode (ContainerIdentifier) has no unified field: its provenance is recorded.
+    ICCProfile), barcode (ContainerIdentifier).
     """
     fields: dict[str, Any] = {}
     prov: dict[str, str] = {}
@@ -202,6 +202,7 @@ def dicom_metadata(ds: Any) -> SlideMetadata:
         fields["scanner"] = " ".join(v for _, v in scanner_parts)
         prov["scanner"] = " + ".join(k for k, _ in scanner_parts)
     if str(ds.get("ContainerIdentifier") or "").strip():
+        fields["barcode"] = str(ds.get("ContainerIdentifier")).strip()
         prov["barcode"] = "ContainerIdentifier (property dicom.ContainerIdentifier)"
     return SlideMetadata(vendor="dicom", provenance=prov, **fields)
 

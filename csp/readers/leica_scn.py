@@ -237,6 +237,9 @@ def leica_metadata(properties: dict[str, str], page: Any, main: LeicaImage, icc:
     if properties.get("leica.device-model"):
         fields["scanner"] = properties["leica.device-model"]
         provenance["scanner"] = "leica.device-model"
+    if properties.get("leica.barcode"):
+        fields["barcode"] = properties["leica.barcode"]
+        provenance["barcode"] = "leica.barcode (collection <barcode>)"
     if icc:
         fields["icc_profile"] = icc
         provenance["icc_profile"] = "tiff tag 34675 (main image level 0)"

@@ -188,6 +188,14 @@ def philips_metadata(properties: dict[str, str], icc: bytes | None) -> SlideMeta
     if parts:
         fields["scanner"] = " ".join(v for _, v in parts)
         provenance["scanner"] = " + ".join(k for k, _ in parts)
+    if properties.get("philips.PIM_DP_UFS_BARCODE", "").strip():
+        raw = properties["philips.PIM_DP_UFS_BARCODE"].strip()
+        try:  # Philips stores it base64-encoded
+            fields["barcode"] = base64.b64decode(raw, validate=True).decode("utf-8")
+            provenance["barcode"] = "philips.PIM_DP_UFS_BARCODE (base64-decoded)"
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            fields["barcode"] = raw
+            provenance["barcode"] = "philips.PIM_DP_UFS_BARCODE"
     if icc:
         fields["icc_profile"] = icc
         provenance["icc_profile"] = "tiff tag 34675 (level 0)"
