@@ -158,13 +158,37 @@ def _level_bytes(path: str, codecs: tuple[str, ...]) -> int:
         return sum(int(rec.get(a.path, {}).get("bytes", 0)) for a in cr.levels if a.encoding.codec in codecs)
 
 
+def _scanner_jpeg_bytes(reader: Any, tile_bytes: int) -> int:
+    """Bytes the source file spends on the JPEG data of its levels (the denominator of every saving).
+
+    Equal to the tile bytes the reader serves, except for NDPI: there CSP builds standalone tiles from
+    restart intervals and repeats the JPEG header in each, so the scanner's own bytes are the level
+    strips (StripByteCounts), a little smaller.
+    """
+    if reader.name != "ndpi":
+        return tile_bytes
+    import tifffile
+
+    sizes = {(lv.width, lv.height) for lv in reader.levels}
+    total = 0
+    with tifffile.TiffFile(reader.source_path) as tf:
+        for page in tf.pages:
+            if (page.imagewidth, page.imagelength) in sizes and page.compression == 7:
+                total += int(sum(page.tags["StripByteCounts"].value
+                                 if isinstance(page.tags["StripByteCounts"].value, tuple)
+                                 else (page.tags["StripByteCounts"].value,)))
+    return total or tile_bytes
+
+
 def bench_slide(src: str, name: str, *, sample: int | None, effort: int | None, reads: int) -> dict[str, Any]:
     """Every figure for one slide."""
     os.makedirs(WORK, exist_ok=True)
     with open_source(src) as reader:
         tiles = [(i, lv, d) for i, lv, _c, _r, d in _jpeg_tiles(reader)]
-    source = sum(len(d) for _, _, d in tiles)
-    res: dict[str, Any] = {"slide": name, "jpeg_tiles": len(tiles), "source_jpeg_bytes": source}
+        tile_bytes = sum(len(d) for _, _, d in tiles)
+        source = _scanner_jpeg_bytes(reader, tile_bytes)
+    res: dict[str, Any] = {"slide": name, "jpeg_tiles": len(tiles), "source_jpeg_bytes": source,
+                           "source_tile_bytes_as_served": tile_bytes}
     if sample is not None and len(tiles) > sample:
         subset = random.Random(7).sample(tiles, sample)
     else:
