@@ -525,3 +525,18 @@ def test_metadata_fallbacks() -> None:
     assert "barcode" not in md.provenance
     empty = dicom_metadata(Dataset())
     assert (empty.mpp_x, empty.scan_date, empty.scanner, empty.icc_profile) == (None, None, None, None)
+
+
+def test_source_identity_lists_every_series_file(tmp_path: Path) -> None:
+    """Opened through one file, the container's source record still hashes every file of the series."""
+    src = shared_file(f"{CMU}/level-0-frames-0-30.dcm")
+    dst = tmp_path / "one.csp"
+    csp.convert(src, dst, verify=False)
+    with csp.open_slide(dst) as s:
+        source = s.metadata["source"]
+    folder = src.parent
+    want = sorted(n for n in os.listdir(folder) if n.endswith(".dcm"))
+    assert [f["name"] for f in source["files"]] == want
+    assert source["size"] == sum((folder / n).stat().st_size for n in want)
+    for f in source["files"]:
+        assert f["sha256"] == hashlib.sha256((folder / f["name"]).read_bytes()).hexdigest()

@@ -22,8 +22,18 @@ def file_sha256(path: str, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def source_identity(path: str) -> dict[str, Any]:
-    """Name, size and sha256 of a source file or of every file of a source folder."""
+def source_identity(path: str, files: Sequence[str] = ()) -> dict[str, Any]:
+    """Name, size and sha256 of a source file or of every file of a source folder.
+
+    ``files`` (the reader's :meth:`~csp.readers.base.SlideReader.source_files`) adds every other file a
+    multi-file source was read from, e.g. the rest of a DICOM series opened through one of its files.
+    """
+    if not os.path.isdir(path) and any(os.path.abspath(f) != os.path.abspath(path) for f in files):
+        base = os.path.dirname(os.path.abspath(path))
+        listed = [{"name": os.path.relpath(f, base), "size": os.path.getsize(f), "sha256": file_sha256(f)}
+                  for f in sorted(set(files) | {path})]
+        return {"name": os.path.basename(path), "size": sum(f["size"] for f in listed),
+                "sha256": file_sha256(path), "files": listed}
     if os.path.isdir(path):
         files = []
         for root, _d, names in os.walk(path):

@@ -130,7 +130,7 @@ def convert(
             assoc = _write_associated(reader, writer)
             timings["write_tiles"] = time.perf_counter() - t
             t = time.perf_counter()
-            source = source_identity(src)
+            source = source_identity(src, getattr(opened, "source_files", lambda: [])())
             if deidentify:
                 source = scrub_source(source)
             timings["hash_source"] = time.perf_counter() - t

@@ -184,6 +184,10 @@ class SlideReader(abc.ABC):
         """Stored bytes of one strip/tile of an associated image (see :meth:`associated_layout`)."""
         raise NotImplementedError(f"{type(self).__name__} does not serve encoded associated images")
 
+    def source_files(self) -> list[str]:
+        """Every file the slide's data was read from (multi-file formats list all of them)."""
+        return [self.source_path]
+
     def close(self) -> None:
         """Release file handles."""
 

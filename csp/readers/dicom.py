@@ -281,6 +281,10 @@ class DicomReader(SlideReader):
             self.close()
             raise
 
+    def source_files(self) -> list[str]:
+        """The series' DICOM files (levels, concatenations and associated images)."""
+        return sorted({f.path for f in self._files})
+
     def _gather(self) -> tuple[list[DicomFile], list[DicomFile]]:
         """Parse the series' files: ``(volume instances, associated instances)``."""
         if os.path.isdir(self.path):
