@@ -214,3 +214,22 @@ def test_deidentify_leaves_no_identifying_bytes(tmp_path):
         assert d["profile"] == "csp-deid-1" and set(d["dropped_associated"]) == {"label", "macro"}
         assert s.properties["aperio.MPP"] == "0.4990"  # what science needs stays
     assert csp.verify(dst, source=SAMPLE).ok  # still pixel-exact
+
+
+def test_rerun_with_other_profile_redoes_finished_slides(tmp_path):
+    """A finished slide is skipped only when the output settings match; --profile archive redoes it."""
+    from csp.container.reader import ContainerReader
+
+    out = tmp_path / "out"
+    report = tmp_path / "r.json"
+    assert main(["convert", str(SAMPLE), "-o", str(out), "-q"]) == 0
+    assert main(["convert", str(SAMPLE), "-o", str(out), "-q", "--report", str(report)]) == 0
+    assert [r["status"] for r in json.loads(report.read_text())["slides"]] == ["skipped"]
+    assert main(["convert", str(SAMPLE), "-o", str(out), "-q", "--profile", "archive",
+                 "--report", str(report)]) == 0
+    assert [r["status"] for r in json.loads(report.read_text())["slides"]] == ["changed-redone"]
+    with ContainerReader(out / "CMU-1-Small-Region.csp") as cr:
+        assert cr.levels[0].encoding.codec == "jpeg_jxl"
+    assert main(["convert", str(SAMPLE), "-o", str(out), "-q", "--profile", "archive",
+                 "--report", str(report)]) == 0
+    assert [r["status"] for r in json.loads(report.read_text())["slides"]] == ["skipped"]

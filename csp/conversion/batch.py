@@ -138,21 +138,25 @@ class Journal:
             source TEXT PRIMARY KEY, dest TEXT, size INTEGER, mtime_ns INTEGER, sha256 TEXT,
             status TEXT, error TEXT, bytes_in INTEGER, bytes_out INTEGER, seconds REAL,
             started REAL, finished REAL)""")
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(slides)")}
+        if "settings" not in cols:  # journals written before settings were recorded
+            self.db.execute("ALTER TABLE slides ADD COLUMN settings TEXT")
         self.db.commit()
 
     def get(self, source: str) -> dict[str, Any] | None:
-        cur = self.db.execute("SELECT source, dest, size, mtime_ns, sha256, status FROM slides WHERE source=?",
-                              (source,))
+        cur = self.db.execute("SELECT source, dest, size, mtime_ns, sha256, status, settings FROM slides "
+                              "WHERE source=?", (source,))
         row = cur.fetchone()
         if row is None:
             return None
-        return dict(zip(("source", "dest", "size", "mtime_ns", "sha256", "status"), row, strict=True))
+        return dict(zip(("source", "dest", "size", "mtime_ns", "sha256", "status", "settings"), row, strict=True))
 
-    def start(self, job: Job, ident: tuple[int, int]) -> None:
-        self.db.execute("""INSERT INTO slides (source, dest, size, mtime_ns, status, started)
-            VALUES (?, ?, ?, ?, 'running', ?) ON CONFLICT(source) DO UPDATE SET dest=excluded.dest,
+    def start(self, job: Job, ident: tuple[int, int], settings: str | None = None) -> None:
+        self.db.execute("""INSERT INTO slides (source, dest, size, mtime_ns, status, started, settings)
+            VALUES (?, ?, ?, ?, 'running', ?, ?) ON CONFLICT(source) DO UPDATE SET dest=excluded.dest,
             size=excluded.size, mtime_ns=excluded.mtime_ns, status='running', started=excluded.started,
-            error=NULL""", (job.source, job.dest, ident[0], ident[1], time.time()))
+            settings=excluded.settings, error=NULL""",
+                        (job.source, job.dest, ident[0], ident[1], time.time(), settings))
         self.db.commit()
 
     def finish(self, o: Outcome) -> None:
@@ -337,6 +341,8 @@ def run_batch(jobs: Sequence[Job], *, workers: int = 1, overwrite: bool = False,
     journal = Journal(os.path.join(jdir, JOURNAL_NAME))
     options = {"overwrite": overwrite, "verify": verify, "layout": layout, "deidentify": deidentify,
                "profile": profile}
+    # what changes the output: a finished slide converted with other settings is redone, not skipped
+    settings = json.dumps({"profile": profile, "deidentify": deidentify, "layout": layout}, sort_keys=True)
     outcomes: dict[int, Outcome] = {}
     todo: list[tuple[int, Job, dict[str, Any]]] = []
     try:
@@ -345,6 +351,7 @@ def run_batch(jobs: Sequence[Job], *, workers: int = 1, overwrite: bool = False,
             row = journal.get(job.source)
             done = container_complete(job.dest)
             same = row is not None and (row["size"], row["mtime_ns"]) == ident
+            same = same and row is not None and row["settings"] in (None, settings)
             if done and row is not None and row["status"] == "done" and same and not overwrite:
                 o = Outcome(job.source, job.dest, "skipped", source_sha256=row["sha256"] or "",
                             labels=dict(job.labels))
@@ -360,7 +367,7 @@ def run_batch(jobs: Sequence[Job], *, workers: int = 1, overwrite: bool = False,
                 opts["overwrite"] = True  # a stale or foreign container at the destination: redo it
             if done and row is None and not overwrite:
                 opts["overwrite"] = False  # not ours: let the converter refuse it clearly
-            journal.start(job, ident)
+            journal.start(job, ident, settings)
             todo.append((i, job, {**opts, "_changed": changed}))
         runner = _run_dask if dask_scheduler else _run_pool
         for i, job, o in runner(todo, workers, dask_scheduler, on_event):
