@@ -35,10 +35,10 @@ def test_tile_aligned_reads(benchmark, container, reader):
     coords = _coords()
     if reader == "csp":
         slide = csp.open_slide(container)
-        fn = lambda: [slide.read_tile(0, c, r) for c, r in coords]  # noqa: E731
+        fn = lambda: [slide.read_tile(0, c, r) for c, r in coords]
     else:
         slide = openslide.OpenSlide(SAMPLE)
-        fn = lambda: [slide.read_region((c * 240, r * 240), 0, (240, 240)) for c, r in coords]  # noqa: E731
+        fn = lambda: [slide.read_region((c * 240, r * 240), 0, (240, 240)) for c, r in coords]
     out = benchmark(fn)
     assert len(out) == len(coords)
     slide.close()
@@ -51,9 +51,9 @@ def test_unaligned_windows(benchmark, container, reader):
                                             strict=True)]
     if reader == "csp":
         slide = csp.open_slide(container)
-        fn = lambda: [slide.read_region(p, 0, (256, 256), as_array=True) for p in pts]  # noqa: E731
+        fn = lambda: [slide.read_region(p, 0, (256, 256), as_array=True) for p in pts]
     else:
         slide = openslide.OpenSlide(SAMPLE)
-        fn = lambda: [slide.read_region(p, 0, (256, 256)) for p in pts]  # noqa: E731
+        fn = lambda: [slide.read_region(p, 0, (256, 256)) for p in pts]
     assert len(benchmark(fn)) == len(pts)
     slide.close()

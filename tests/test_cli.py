@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from csp.cli.main import main, output_name
+from csp.cli.main import main
+from csp.conversion.batch import output_name
 from tests.conftest import SAMPLE, shared_file, shared_files
 
 

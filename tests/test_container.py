@@ -17,7 +17,13 @@ import csp
 from csp.container import spec
 from csp.container.reader import ContainerReader
 from csp.container.stores import open_reader
-from csp.errors import ContainerError, CspError, IncompleteContainerError, OutputExistsError, VerificationError
+from csp.errors import (
+    ContainerError,
+    CspError,
+    IncompleteContainerError,
+    OutputExistsError,
+    VerificationError,
+)
 from tests.conftest import SAMPLE
 
 

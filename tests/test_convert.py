@@ -43,7 +43,7 @@ def _tiff_levels(src):
 
 
 def test_tile_bytes_equal_source(converted):
-    src, dst, res = converted
+    src, dst, _res = converted
     tf, pages = _tiff_levels(src)
     with ContainerReader(dst) as cr, open(src, "rb") as fh:
         assert len(cr.levels) >= len(pages)

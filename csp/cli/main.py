@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from csp.container.stores import is_url
-from csp.conversion.batch import output_name
 from csp.errors import CspError
 
 EXIT_OK = 0
@@ -80,8 +79,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from csp.conversion.batch import expand_inputs, run_batch
     from csp.cli.progress import BatchDisplay
+    from csp.conversion.batch import expand_inputs, run_batch
 
     if not is_url(args.output):
         os.makedirs(args.output, exist_ok=True)

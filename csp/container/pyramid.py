@@ -83,7 +83,7 @@ class BandCascade:
 def cut_band(band: np.ndarray, layout: LevelLayout, fill: int = 0) -> Iterator[np.ndarray]:
     """Split a band into full-size ``(tile_h, tile_w, C)`` tiles, padding the right/bottom edge."""
     th, tw = layout.tile_height, layout.tile_width
-    h, w, c = band.shape
+    _h, _w, c = band.shape
     for col in range(layout.tiles_across):
         x0 = col * tw
         piece = band[:, x0:x0 + tw]

@@ -95,7 +95,7 @@ def _problem(report: VerifyReport, text: str) -> None:
 def _check_digests(cr: ContainerReader, report: VerifyReport) -> None:
     if cr.completion is None:
         return
-    for arr_path, info in cr.completion.get("arrays", {}).items():
+    for info in cr.completion.get("arrays", {}).values():
         for key, digest in info.get("shards", {}).items():
             data = cr.store.read(key)
             if data is None:

@@ -18,8 +18,8 @@ from csp.container.reader import paint_region
 from csp.container.spec import LevelLayout
 from csp.container.stores import open_writer
 from csp.container.writer import ContainerWriter, ShardedArrayWriter
-from csp.conversion.metadata import build_attributes, source_identity
 from csp.conversion.deid import deidentified, scrub_source
+from csp.conversion.metadata import build_attributes, source_identity
 from csp.conversion.plan import PIXEL_ENCODING, LevelPlan, plan_levels
 from csp.errors import CodecError, CorruptSlideError
 from csp.readers.base import SlideReader
@@ -130,7 +130,7 @@ def convert(
             assoc = _write_associated(reader, writer)
             timings["write_tiles"] = time.perf_counter() - t
             t = time.perf_counter()
-            source = source_identity(src, getattr(opened, "source_files", lambda: [])())
+            source = source_identity(src, getattr(opened, "source_files", list)())
             if deidentify:
                 source = scrub_source(source)
             timings["hash_source"] = time.perf_counter() - t
