@@ -575,3 +575,7 @@ def can_store(encoding: TileEncoding) -> bool:
 from csp.codecs.jpeg_archive import JpegJxlTileCodec  # noqa: E402  (archive tier; imports this module)
 
 _CODECS = {**_CODECS, JpegJxlTileCodec.id: JpegJxlTileCodec}
+
+from csp.codecs.lossless.tile_codec import CspTileCodec  # lossless pixel codec (imports this module)
+
+_CODECS = {**_CODECS, CspTileCodec.id: CspTileCodec}

@@ -150,6 +150,21 @@ _CLASSES: dict[str, type[_TileBytesCodec]] = {
     c.codec_id: c for c in (JpegCodec, Jpeg2kCodec, TiffDeflateCodec, JpegJxlCodec)}
 
 
+
+@dataclass(frozen=True, init=False)
+class LosslessCodec(_TileBytesCodec):
+    """``csp.lossless``: CSP's lossless predictive pixel codec (``docs/codec.md``). No configuration."""
+
+    codec_id: ClassVar[str] = "csp"
+
+    @classmethod
+    def name(cls) -> str:
+        """The codec's name in Zarr metadata."""
+        return "csp.lossless"
+
+
+_CLASSES[LosslessCodec.codec_id] = LosslessCodec
+
 def zarr_codecs_for(codec: TileCodec) -> list[Any]:
     """zarr-python codec instances for a tile codec (array->bytes first, then bytes->bytes)."""
     if codec.id == "zstd":

@@ -1,0 +1,162 @@
+"""Benchmark: CSP lossless codec (C and Numba) against JPEG XL e3, JPEG-LS and zstd, side by side.
+
+Single core, one run: every codec encodes and decodes the same decoded tiles.
+
+* ``svs``: all full 240x240 RGB tiles of level 0 of ``CMU-1-Small-Region.svs`` (decoded with tifffile);
+* ``svs-j2k``: 30 random full 240x240 RGB tiles of level 0 of the TCGA slide with Aperio JPEG 2000
+  tiles (smooth, wavelet-decoded content; skipped when the file is absent);
+* ``qptiff``: 240x240 tiles of the three full-resolution channels of ``small_vectra.qptiff`` stacked as
+  ``(240, 240, 3)`` uint8 (multiplex), including the cropped edge tiles; the size is also reported
+  relative to the source file.
+
+Usage::
+
+    python benchmarks/bench_codec.py [--slides DIR] [--repeat N] [--max-tiles N] [--out FILE.md]
+
+Speeds are megapixels (tile pixels, all channels together) per second, best of ``--repeat`` passes;
+bits per pixel = 8 * bytes / pixels. Every round trip is verified pixel by pixel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import tifffile
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_SLIDES = Path(os.environ.get("CSP_SHARED_SLIDES", REPO.parent / "shared" / "slides"))
+
+
+def svs_tiles(slides: Path, limit: int) -> list[np.ndarray]:
+    """Decoded full 240x240 tiles of level 0 of CMU-1-Small-Region.svs."""
+    with tifffile.TiffFile(slides / "svs" / "CMU-1-Small-Region.svs") as tf:
+        img = tf.pages[0].asarray()
+    th = tw = 240
+    tiles = [np.ascontiguousarray(img[y:y + th, x:x + tw])
+             for y in range(0, img.shape[0] - th + 1, th) for x in range(0, img.shape[1] - tw + 1, tw)]
+    return tiles[:limit]
+
+
+def j2k_tiles(slides: Path, limit: int) -> list[np.ndarray]:
+    """30 random decoded full 240x240 tiles of level 0 of the TCGA JPEG 2000 slide (fixed seed)."""
+    path = slides / "svs-j2k" / "tcga-cr-7395-01a-01-ts1.svs"
+    if not path.exists():
+        return []
+    with tifffile.TiffFile(path) as tf:
+        img = tf.pages[0].asarray()
+    tiles = [np.ascontiguousarray(img[y:y + 240, x:x + 240])
+             for y in range(0, img.shape[0] - 239, 240) for x in range(0, img.shape[1] - 239, 240)]
+    pick = np.random.default_rng(0).choice(len(tiles), min(30, len(tiles), limit), replace=False)
+    return [tiles[i] for i in pick]
+
+
+def qptiff_tiles(slides: Path, limit: int) -> tuple[list[np.ndarray], int]:
+    """240x240x3 tiles of the full-resolution channels of small_vectra.qptiff, and the file size."""
+    path = slides / "qptiff" / "small_vectra.qptiff"
+    with tifffile.TiffFile(path) as tf:
+        pages = [p for p in tf.pages if p.shape == tf.pages[0].shape and p.ndim == 2]
+        img = np.stack([p.asarray() for p in pages], axis=-1)
+    tiles = [np.ascontiguousarray(img[y:y + 240, x:x + 240])
+             for y in range(0, img.shape[0], 240) for x in range(0, img.shape[1], 240)]
+    return tiles[:limit], path.stat().st_size
+
+
+def codecs() -> dict[str, tuple[Callable[[np.ndarray], bytes], Callable[[bytes], np.ndarray]]]:
+    """name -> (encode, decode)."""
+    from csp.codecs import lossless
+
+    impls = lossless.implementations()
+    out = {}
+    if "c" in impls:
+        out["csp (C)"] = (impls["c"].encode, impls["c"].decode)
+    out["csp (Numba)"] = (impls["numba"].encode, impls["numba"].decode)
+    out["JPEG XL e3"] = (lambda t: imagecodecs.jpegxl_encode(t, lossless=True, effort=3, numthreads=1),
+                         lambda b: imagecodecs.jpegxl_decode(b, numthreads=1))
+    out["JPEG-LS"] = (imagecodecs.jpegls_encode, imagecodecs.jpegls_decode)
+    out["zstd-3"] = (lambda t: imagecodecs.zstd_encode(t.tobytes(), level=3), imagecodecs.zstd_decode)
+    return out
+
+
+def _best(fn: Callable[[], object], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def measure(tiles: list[np.ndarray], repeat: int) -> list[dict[str, object]]:
+    """Size and speed of every codec on ``tiles`` (round trips verified)."""
+    npix = sum(t.shape[0] * t.shape[1] for t in tiles)
+    rows = []
+    for name, (enc, dec) in codecs().items():
+        enc(tiles[0]), dec(enc(tiles[0]))  # warm up (JIT, tables)
+        streams = [enc(t) for t in tiles]
+        for t, s in zip(tiles, streams):
+            back = np.asarray(dec(s))
+            if name.startswith("zstd"):
+                back = np.frombuffer(back, t.dtype).reshape(t.shape)
+            if not np.array_equal(back.reshape(t.shape), t):
+                raise AssertionError(f"{name} round trip differs")
+        t_enc = _best(lambda enc=enc: [enc(t) for t in tiles], repeat)
+        t_dec = _best(lambda dec=dec, streams=streams: [dec(s) for s in streams], repeat)
+        nbytes = sum(len(s) for s in streams)
+        rows.append({"codec": name, "bytes": nbytes, "bpp": 8 * nbytes / npix,
+                     "enc": npix / t_enc / 1e6, "dec": npix / t_dec / 1e6})
+    return rows
+
+
+def table(title: str, rows: list[dict[str, object]], source_bytes: int | None = None) -> str:
+    """Markdown table of :func:`measure` rows."""
+    head = "| codec | bits/pixel | encode MP/s | decode MP/s |" + (" size / source file |" if source_bytes else "")
+    sep = "|---|---|---|---|" + ("---|" if source_bytes else "")
+    lines = [f"### {title}", "", head, sep]
+    for r in rows:
+        line = f"| {r['codec']} | {r['bpp']:.3f} | {r['enc']:.1f} | {r['dec']:.1f} |"
+        if source_bytes:
+            line += f" {int(r['bytes']) / source_bytes:.3f} |"  # type: ignore[call-overload]
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print (and optionally write) the Markdown tables."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--slides", type=Path, default=DEFAULT_SLIDES)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--max-tiles", type=int, default=10**6)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    try:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # single core
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        pass
+    from csp.codecs import lossless
+
+    parts = [(f"CSP lossless codec benchmark (implementation used by default: {lossless.IMPLEMENTATION}; "
+              f"imagecodecs {imagecodecs.__version__}; single core, best of {args.repeat})\n")]
+    tiles = svs_tiles(args.slides, args.max_tiles)
+    parts.append(table(f"CMU-1-Small-Region.svs, {len(tiles)} decoded 240x240 RGB tiles", measure(tiles, args.repeat)))
+    jtiles = j2k_tiles(args.slides, args.max_tiles)
+    if jtiles:
+        parts.append(table(f"tcga-cr-7395-01a-01-ts1.svs (JPEG 2000 H&E), {len(jtiles)} decoded 240x240 RGB tiles",
+                           measure(jtiles, args.repeat)))
+    qtiles, src = qptiff_tiles(args.slides, args.max_tiles)
+    parts.append(table(f"small_vectra.qptiff, {len(qtiles)} tiles 240x240x3 (uint8 multiplex)",
+                       measure(qtiles, args.repeat), src if args.max_tiles >= 10**6 else None))
+    text = "\n".join(parts)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""CSP lossless predictive pixel codec (codec id ``csp``, Zarr codec ``csp.lossless``).
+
+Three implementations of one bitstream (``docs/codec.md``):
+
+* C (``native/cspcodec.c``, built with cffi during ``pip install``) — used when the extension exists;
+* Numba (:mod:`.numba_codec`) — used when the extension is missing (no compiler at install time);
+* pure NumPy/Python reference (:mod:`.reference`) — defines the bitstream; slow, for tests.
+
+:func:`encode` and :func:`decode` pick the fastest available implementation (``IMPLEMENTATION``).
+All of them raise :class:`~csp.errors.CodecError` for invalid input and corrupt or truncated streams.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import numpy as np
+
+from csp.codecs.lossless import reference
+from csp.codecs.lossless.reference import MAGIC, VERSION, parse_header
+
+__all__ = ["IMPLEMENTATION", "MAGIC", "VERSION", "decode", "encode", "implementations", "stream_info"]
+
+
+def _load_fast() -> tuple[str, ModuleType]:
+    try:
+        from csp.codecs.lossless import c_codec
+
+        return "c", c_codec
+    except ImportError:
+        pass
+    try:
+        from csp.codecs.lossless import numba_codec
+
+        return "numba", numba_codec
+    except ImportError:  # pragma: no cover - numba is a hard dependency
+        return "reference", reference
+
+
+#: ``"c"``, ``"numba"`` or ``"reference"``: the implementation behind :func:`encode` / :func:`decode`.
+IMPLEMENTATION, _IMPL = _load_fast()
+
+
+def implementations() -> dict[str, ModuleType]:
+    """All importable implementations by name (``c`` only when the extension was built)."""
+    out: dict[str, ModuleType] = {}
+    try:
+        from csp.codecs.lossless import c_codec
+
+        out["c"] = c_codec
+    except ImportError:
+        pass
+    from csp.codecs.lossless import numba_codec
+
+    out["numba"] = numba_codec
+    out["reference"] = reference
+    return out
+
+
+def encode(tile: np.ndarray) -> bytes:
+    """Encode a ``(H, W, C)`` or ``(H, W)`` uint8/uint16 tile losslessly.
+
+    Raises
+    ------
+    CodecError
+        Unsupported dtype or shape.
+    """
+    return _IMPL.encode(tile)
+
+
+def decode(data: bytes | bytearray | memoryview | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode a stream to its ``(H, W, C)`` tile (into ``out`` when given: C-contiguous, same shape/dtype).
+
+    Raises
+    ------
+    CodecError
+        The stream is corrupt, truncated, of another version, or does not fit ``out``.
+    """
+    if IMPLEMENTATION == "reference":  # pragma: no cover - numba is always installed
+        tile = reference.decode(data)
+        if out is not None:
+            out[...] = tile
+            return out
+        return tile
+    return _IMPL.decode(data, out)
+
+
+def stream_info(data: bytes | bytearray | memoryview | np.ndarray) -> tuple[tuple[int, int, int], np.dtype]:
+    """``((H, W, C), dtype)`` of a stream (validates magic, version, header checksum and sizes)."""
+    shape, dtype, _, _ = parse_header(memoryview(data).cast("B") if not isinstance(data, bytes) else data)
+    return shape, dtype

@@ -1,0 +1,75 @@
+"""The C implementation of the CSP lossless codec (``native/cspcodec.c`` through cffi).
+
+Importing this module raises :class:`ImportError` when the compiled extension
+``csp.native._cspcodec`` is missing (no compiler at install time); :mod:`csp.codecs.lossless` then
+falls back to the Numba implementation. cffi releases the GIL around every C call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from csp.codecs.lossless.reference import check_tile
+from csp.errors import CodecError
+from csp.native._cspcodec import ffi, lib  # ImportError when the extension was not built
+
+__all__ = ["decode", "decode_info", "encode"]
+
+_ERRORS = {
+    -1: "invalid argument",
+    -2: "out of memory",
+    -3: "not a csp lossless stream (bad magic)",
+    -4: "unsupported csp stream version",
+    -5: "corrupt or truncated csp stream header (checksum or sizes)",
+    -6: "corrupt csp frequency table",
+    -7: "corrupt or truncated csp entropy-coded data",
+    -8: "corrupt csp stream: decoded sample out of range",
+    -9: "destination buffer has the wrong size",
+}
+
+
+def _error(code: int) -> CodecError:
+    return CodecError(None, f"csp codec (C): {_ERRORS.get(code, f'error {code}')}")
+
+
+def encode(tile: np.ndarray) -> bytes:
+    """Encode a ``(H, W, C)`` or ``(H, W)`` uint8/uint16 tile."""
+    arr = np.ascontiguousarray(check_tile(tile))
+    if arr.dtype.byteorder == ">":  # pragma: no cover - big-endian input
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    h, w, c = arr.shape
+    bps = arr.dtype.itemsize
+    bound = int(lib.csp_encode_bound(h, w, c, bps))
+    if bound < 0:
+        raise _error(bound)
+    out = bytearray(bound)
+    n = int(lib.csp_encode(ffi.from_buffer(arr), h, w, c, bps, ffi.from_buffer(out), bound))
+    if n < 0:
+        raise _error(n)
+    del out[n:]
+    return bytes(out)
+
+
+def decode_info(data: bytes | bytearray | memoryview | np.ndarray) -> tuple[tuple[int, int, int], np.dtype]:
+    """``((H, W, C), dtype)`` of a stream (validates the header)."""
+    buf = ffi.from_buffer(data)
+    hwc = ffi.new("int64_t[3]")
+    bps = ffi.new("int *")
+    rc = lib.csp_decode_info(buf, len(buf), hwc, hwc + 1, hwc + 2, bps)
+    if rc < 0:
+        raise _error(rc)
+    return (int(hwc[0]), int(hwc[1]), int(hwc[2])), np.dtype(np.uint8 if bps[0] == 1 else np.uint16)
+
+
+def decode(data: bytes | bytearray | memoryview | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode a stream to its ``(H, W, C)`` tile, into ``out`` (C-contiguous, matching) if given."""
+    shape, dtype = decode_info(data)
+    if out is None:
+        out = np.empty(shape, dtype)
+    elif out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous or not out.flags.writeable:
+        raise CodecError(None, f"csp codec: stream holds {shape} {dtype}, out is {out.shape} {out.dtype}")
+    buf = ffi.from_buffer(data)
+    rc = lib.csp_decode(buf, len(buf), ffi.from_buffer(out), out.nbytes)
+    if rc < 0:
+        raise _error(rc)
+    return out

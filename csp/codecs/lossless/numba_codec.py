@@ -1,0 +1,767 @@
+"""Numba implementation of the CSP lossless codec (same bitstream as :mod:`.reference` and the C code).
+
+Used when the C extension is not available. Kernels are compiled on first use (cached on disk) and
+release the GIL (``nogil=True``); they keep no global state.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numba as nb
+import numpy as np
+
+from csp.codecs.lossless.reference import (
+    ACT0_LUT,
+    ACT1_LUT,
+    HEADER,
+    LVL_LUT,
+    LVL_THR,
+    MAGIC,
+    N_CTX,
+    N_STREAMS,
+    NTOK,
+    PLANE,
+    PROB_BITS,
+    RANS_L,
+    TOTAL,
+    VERSION,
+    check_tile,
+    parse_header,
+)
+from csp.errors import CodecError
+
+__all__ = ["decode", "encode"]
+
+_MAX_CTX = 32
+_N_XFORM = 6
+_NCTX0 = N_CTX[0]
+
+_E_TABLE, _E_DATA, _E_RANGE, _E_SIZE = -6, -7, -8, -9
+_MESSAGES = {
+    _E_TABLE: "corrupt csp frequency table",
+    _E_DATA: "corrupt or truncated csp entropy-coded data",
+    _E_RANGE: "corrupt csp stream: decoded sample out of range",
+    _E_SIZE: "csp encoder output buffer too small",
+}
+
+
+#: context lookup tables of the reference (mode-1 activity classes pre-multiplied by the level count)
+_ACT0, _ACT1, _LVL = ACT0_LUT, ACT1_LUT * (len(LVL_THR) + 1), LVL_LUT
+
+_JIT = {"cache": True, "nogil": True}
+
+
+@nb.njit(**_JIT)
+def _bitlen(x):
+    """bit_length of a non-negative int below 2**32 (0 for 0)."""
+    n = 0
+    if x >= 1 << 16:
+        x >>= 16
+        n += 16
+    if x >= 1 << 8:
+        x >>= 8
+        n += 8
+    if x >= 1 << 4:
+        x >>= 4
+        n += 4
+    if x >= 1 << 2:
+        x >>= 2
+        n += 2
+    if x >= 2:
+        x >>= 1
+        n += 1
+    return n + x
+
+
+@nb.njit(**_JIT)
+def _predict(kind, a, b, c, d, lo, hi):
+    if kind == 0:
+        mx = max(a, b)
+        mn = min(a, b)
+        if c >= mx:
+            p = mn
+        elif c <= mn:
+            p = mx
+        else:
+            p = a + b - c
+    elif kind == 1:
+        p = (2 * a + 2 * b - c + d + 2) >> 2
+    else:
+        p = (a + b + 1) >> 1
+    return min(max(p, lo), hi)
+
+
+@nb.njit(**_JIT)
+def _mitchell(x):
+    n = _bitlen(x) - 1
+    return (n << 8) + (((x << 8) >> n) - 256)
+
+
+@nb.njit(**_JIT)
+def _normalize(w, n, f):
+    wt = 0
+    for s in range(n):
+        wt += w[s]
+    tot = 0
+    for s in range(n):
+        v = (w[s] * TOTAL) // wt if w[s] else 0
+        if w[s] and v < 1:
+            v = 1
+        f[s] = v
+        tot += v
+    diff = TOTAL - tot
+    while diff != 0:
+        i = 0
+        for s in range(1, n):
+            if f[s] > f[i]:
+                i = s
+        if diff > 0:
+            f[i] += diff
+            diff = 0
+        else:
+            take = min(-diff, f[i] - 1)
+            if take == 0:
+                break
+            f[i] -= take
+            diff += take
+
+
+@nb.njit(**_JIT)
+def _dequant(length, mant):
+    if length <= 2:
+        return 0 if length == 0 else ((1 << (length - 1)) | mant)
+    return ((2 | mant) << (length - 2)) + (1 << (length - 3))
+
+
+@nb.njit(**_JIT)
+def _sel(EM, EA, y, x, pm, pa):
+    """PRED_SEL: MED or AVG4, whichever erred less at the causal neighbours (padded coordinates)."""
+    sm = 2 * EM[y + 1, x] + 2 * EM[y, x + 1] + EM[y, x] + EM[y, x + 2]
+    sa = 2 * EA[y + 1, x] + 2 * EA[y, x + 1] + EA[y, x] + EA[y, x + 2]
+    return pm if sm <= sa else pa
+
+
+@nb.njit(**_JIT)
+def _sel3(EM, EA, EG, y, x, pm, pa, pg):
+    """PRED_SEL3: MED, AVG4 or GRAD, whichever erred least at the causal neighbours (first on ties)."""
+    sm = 2 * EM[y + 1, x] + 2 * EM[y, x + 1] + EM[y, x] + EM[y, x + 2]
+    sa = 2 * EA[y + 1, x] + 2 * EA[y, x + 1] + EA[y, x] + EA[y, x + 2]
+    sg = 2 * EG[y + 1, x] + 2 * EG[y, x + 1] + EG[y, x] + EG[y, x + 2]
+    p = pm if sm <= sa else pa
+    return pg if sg < min(sm, sa) else p
+
+
+# ----------------------------------------------------------------------------- bit writer (array state)
+@nb.njit(**_JIT)
+def _bw_put(buf, st, v, nbits):
+    """st = [pos, acc, n, overflow]"""
+    if nbits == 0:
+        return
+    st[1] |= (v & ((1 << nbits) - 1)) << st[2]
+    st[2] += nbits
+    while st[2] >= 8:
+        if st[0] < buf.size:
+            buf[st[0]] = st[1] & 0xFF
+            st[0] += 1
+        else:
+            st[3] = 1
+        st[1] >>= 8
+        st[2] -= 8
+
+
+@nb.njit(**_JIT)
+def _bw_finish(buf, st):
+    if st[2] > 0:
+        if st[0] < buf.size:
+            buf[st[0]] = st[1] & 0xFF
+            st[0] += 1
+        else:
+            st[3] = 1
+    st[1] = 0
+    st[2] = 0
+
+
+# ----------------------------------------------------------------------------- encoder
+@nb.njit(**_JIT)
+def _fill_plane(src, xform, pl, P):
+    h, w = src.shape[0], src.shape[1]
+    P[0, :] = 0
+    for y in range(h):
+        for x in range(w):
+            if xform == 0:
+                v = np.int64(src[y, x, pl])
+            else:
+                r = np.int64(src[y, x, 0])
+                g = np.int64(src[y, x, 1])
+                b = np.int64(src[y, x, 2])
+                if pl == 0:
+                    v = (r + 2 * g + b) >> 2
+                elif pl == 1:
+                    v = r - g
+                else:
+                    v = (b - g) - (((xform - 1) * (r - g)) >> 2)
+            P[y + 1, x + 1] = v
+        P[y + 1, 0] = P[y, 1]
+        P[y + 1, w + 1] = P[y + 1, w]
+
+
+@nb.njit(**_JIT)
+def _plane_range(xform, pl, maxv):
+    """(lo, hi) of plane pl under transform xform (see reference._plane_range)."""
+    if xform >= 1 and pl == 1:
+        return -maxv, maxv
+    if xform >= 1 and pl == 2:
+        span = maxv + (((xform - 1) * maxv + 3) >> 2)
+        return -span, span
+    return 0, maxv
+
+
+@nb.njit(**_JIT)
+def _med_cost(P, h, w, lo, hi):
+    """Sum of bit_length(|x - MED|) over the selection rows (colour transform choice)."""
+    s = 0
+    y = 1 if h > 1 else 0
+    while y < h:
+        for x in range(w):
+            s += _bitlen(abs(P[y + 1, x + 1] - _predict(0, P[y + 1, x], P[y, x + 1], P[y, x], P[y, x + 2], lo, hi)))
+        y += 4
+    return s
+
+
+@nb.njit(**_JIT)
+def _predictor_errors(P, h, w, lo, hi, EM, EA, EG, sads, costs):
+    """Absolute-error sums and bit-length costs of every predictor over the plane (one pass); fills
+    EM/EA/EG (|x - MED|, |x - AVG4|, |x - GRAD|, zero padded)."""
+    EM[:, :] = 0
+    EA[:, :] = 0
+    EG[:, :] = 0
+    sads[:] = 0
+    costs[:] = 0
+    for y in range(h):
+        for x in range(w):
+            a = P[y + 1, x]
+            b = P[y, x + 1]
+            c = P[y, x]
+            d = P[y, x + 2]
+            v = P[y + 1, x + 1]
+            pm = _predict(0, a, b, c, d, lo, hi)
+            pa = _predict(1, a, b, c, d, lo, hi)
+            pg = min(max(a + b - c, lo), hi)
+            e3 = abs(v - _sel(EM, EA, y, x, pm, pa))  # uses errors up to x - 1
+            e4 = abs(v - _sel3(EM, EA, EG, y, x, pm, pa, pg))
+            e0 = abs(v - pm)
+            e1 = abs(v - pa)
+            e2 = abs(v - _predict(2, a, b, c, d, lo, hi))
+            EM[y + 1, x + 1] = e0
+            EA[y + 1, x + 1] = e1
+            EG[y + 1, x + 1] = abs(v - pg)
+            sads[0] += e0
+            sads[1] += e1
+            sads[2] += e2
+            sads[3] += e3
+            sads[4] += e4
+            costs[0] += _bitlen(e0)
+            costs[1] += _bitlen(e1)
+            costs[2] += _bitlen(e2)
+            costs[3] += _bitlen(e3)
+            costs[4] += _bitlen(e4)
+
+
+@nb.njit(**_JIT)
+def _abs_sum(P, h, w):
+    s = 0
+    for y in range(h):
+        for x in range(w):
+            s += abs(P[y + 1, x + 1])
+    return s, h * w
+
+
+@nb.njit(**_JIT)
+def _hist_cost(hist, nctx):
+    cost = 0
+    for k in range(nctx):
+        n = 0
+        last = -1
+        for s in range(NTOK):
+            if hist[k, s]:
+                n += hist[k, s]
+                last = s
+        if n == 0:
+            continue
+        lg = _mitchell(n)
+        for s in range(last + 1):
+            if hist[k, s]:
+                cost += hist[k, s] * (lg - _mitchell(hist[k, s]))
+        cost += 256 * (8 + 3 * (last + 1))
+    return cost
+
+
+@nb.njit(**_JIT)
+def _encode_plane(P, h, w, lo, hi, is16, act0, act1, lvlt, desc, out, pos0, E, X, use_x):
+    """Encode the plane in P into out[pos0:]; |e| goes to E, X is the cross-plane |e| (if use_x).
+
+    Fills desc (PLANE fields); returns the new position (-1 if out is too small)."""
+    sads = np.zeros(5, np.int64)
+    costs = np.zeros(5, np.int64)
+    EM = np.empty((h + 1, w + 2), np.int64)
+    EA = np.empty((h + 1, w + 2), np.int64)
+    EG = np.empty((h + 1, w + 2), np.int64)
+    _predictor_errors(P, h, w, lo, hi, EM, EA, EG, sads, costs)
+    kind = 0
+    for k in range(1, 5):
+        if costs[k] < costs[kind]:
+            kind = k
+    ashift = 0
+    lshift = 0
+    if is16:
+        asum, cnt = _abs_sum(P, h, w)
+        ashift = max(0, _bitlen(sads[kind] // cnt) - 3)
+        lshift = max(0, _bitlen(asum // cnt) - 5)
+    n = h * w
+    tok = np.empty(n, np.uint8)
+    ctx0 = np.empty(n, np.uint8)
+    ctx1 = np.empty(n, np.uint8)
+    uu = np.empty(n, np.int64)
+    hist0 = np.zeros((_NCTX0, NTOK), np.int64)
+    hist1 = np.zeros((30, NTOK), np.int64)
+    E[:, :] = 0
+    i = 0
+    for y in range(h):
+        for x in range(w):
+            a = P[y + 1, x]
+            b = P[y, x + 1]
+            c = P[y, x]
+            d = P[y, x + 2]
+            if kind == 3:
+                p = _sel(EM, EA, y, x, _predict(0, a, b, c, d, lo, hi), _predict(1, a, b, c, d, lo, hi))
+            elif kind == 4:
+                p = _sel3(EM, EA, EG, y, x, _predict(0, a, b, c, d, lo, hi), _predict(1, a, b, c, d, lo, hi),
+                          min(max(a + b - c, lo), hi))
+            else:
+                p = _predict(kind, a, b, c, d, lo, hi)
+            e = P[y + 1, x + 1] - p
+            E[y + 1, x + 1] = abs(e)
+            u = 2 * e if e >= 0 else -2 * e - 1
+            if u < 16:
+                t = u
+            else:
+                nn = _bitlen(u) - 1
+                t = 16 + (nn - 4) * 4 + ((u >> (nn - 2)) & 3)
+            act = abs(a - c) + abs(b - c) + abs(b - d) + E[y, x + 1] + E[y, x] + E[y, x + 2] + 2 * E[y + 1, x]
+            if use_x:
+                act += 2 * X[y + 1, x + 1]
+            act = min(act >> (1 + ashift), 255)
+            lv = 0 if p < 0 else min(p >> lshift, 31)
+            k0 = act0[act]
+            k1 = act1[act] + lvlt[lv]
+            tok[i] = t
+            ctx0[i] = k0
+            ctx1[i] = k1
+            uu[i] = u
+            hist0[k0, t] += 1
+            hist1[k1, t] += 1
+            i += 1
+    mode = 1 if _hist_cost(hist1, 30) < _hist_cost(hist0, _NCTX0) else 0
+    nctx = 30 if mode else _NCTX0
+    hist = hist1 if mode else hist0
+    ctx = ctx1 if mode else ctx0
+    freq = np.zeros((_MAX_CTX, NTOK), np.int64)
+    start = np.zeros((_MAX_CTX, NTOK), np.int64)
+    bst = np.zeros(4, np.int64)
+    tbuf = out[pos0:]
+    wts = np.zeros(NTOK, np.int64)
+    f = np.zeros(NTOK, np.int64)
+    for k in range(nctx):
+        last = -1
+        for s in range(NTOK):
+            if hist[k, s]:
+                last = s
+        if last < 0:
+            _bw_put(tbuf, bst, 0, 1)
+            continue
+        nsym = last + 1
+        _bw_put(tbuf, bst, 1, 1)
+        _bw_put(tbuf, bst, nsym - 1, 7)
+        for s in range(nsym):
+            wts[s] = hist[k, s]
+        _normalize(wts, nsym, f)
+        prev = 0
+        for s in range(nsym):
+            length = _bitlen(f[s])
+            if length == prev:
+                _bw_put(tbuf, bst, 0, 1)
+            elif length == prev - 1:
+                _bw_put(tbuf, bst, 1, 2)
+            elif length == prev + 1:
+                _bw_put(tbuf, bst, 3, 3)
+            else:
+                _bw_put(tbuf, bst, 7, 3)
+                _bw_put(tbuf, bst, length, 4)
+            mant = (f[s] >> (length - 2)) & 1 if length >= 2 else 0
+            _bw_put(tbuf, bst, mant, 1 if length >= 2 else 0)
+            wts[s] = _dequant(length, mant)
+            prev = length
+        _normalize(wts, nsym, f)
+        acc = 0
+        for s in range(NTOK):
+            fs = f[s] if s < nsym else 0
+            freq[k, s] = fs
+            start[k, s] = acc
+            acc += fs
+    _bw_finish(tbuf, bst)
+    if bst[3]:
+        return -1
+    tl = bst[0]
+    desc[0] = kind
+    desc[1] = mode
+    desc[2] = ashift
+    desc[3] = lshift
+    desc[4] = tl
+    pos = pos0 + tl
+    words = np.empty(n + 2, np.uint16)
+    for j in range(N_STREAMS):
+        # rANS, reverse order over the rows of stream j
+        x_state = RANS_L
+        wp = words.size
+        y = j + ((h - 1 - j) // N_STREAMS) * N_STREAMS if h > j else -1
+        while y >= 0:
+            for x in range(w - 1, -1, -1):
+                k = ctx[y * w + x]
+                s = tok[y * w + x]
+                fq = freq[k, s]
+                if x_state >= ((RANS_L >> PROB_BITS) << 16) * fq:
+                    wp -= 1
+                    words[wp] = x_state & 0xFFFF
+                    x_state >>= 16
+                x_state = ((x_state // fq) << PROB_BITS) + (x_state % fq) + start[k, s]
+            y -= N_STREAMS
+        nw = words.size - wp
+        rl = 4 + 2 * nw
+        if pos + rl > out.size:
+            return -1
+        for q in range(4):
+            out[pos + q] = (x_state >> (8 * q)) & 0xFF
+        for q in range(nw):
+            out[pos + 4 + 2 * q] = words[wp + q] & 0xFF
+            out[pos + 5 + 2 * q] = words[wp + q] >> 8
+        pos += rl
+        # raw bits, forward
+        bst[:] = 0
+        bbuf = out[pos:]
+        y = j
+        while y < h:
+            for x in range(w):
+                t = tok[y * w + x]
+                if t >= 16:
+                    _bw_put(bbuf, bst, uu[y * w + x], (t - 16) // 4 + 2)
+            y += N_STREAMS
+        _bw_finish(bbuf, bst)
+        if bst[3]:
+            return -1
+        pos += bst[0]
+        desc[5 + 2 * j] = rl
+        desc[6 + 2 * j] = bst[0]
+    return pos
+
+
+@nb.njit(**_JIT)
+def _choose_xform(src, P, maxv):
+    h, w, c = src.shape
+    if c != 3:
+        return 0
+    cost = np.zeros(_N_XFORM, np.int64)
+    for xf in range(_N_XFORM):
+        for pl in range(3):
+            _fill_plane(src, xf, pl, P)
+            lo, hi = _plane_range(xf, pl, maxv)
+            cost[xf] += _med_cost(P, h, w, lo, hi)
+    best = 0
+    for xf in range(1, _N_XFORM):
+        if cost[xf] < cost[best]:
+            best = xf
+    return best
+
+
+@nb.njit(**_JIT)
+def _encode_kernel(src, maxv, act0, act1, lvlt, descs, out, pos0):
+    h, w, c = src.shape
+    P = np.zeros((h + 1, w + 2), np.int64)
+    xform = _choose_xform(src, P, maxv)
+    E = np.zeros((h + 1, w + 2), np.int64)
+    E0 = np.zeros((h + 1, w + 2), np.int64)
+    pos = pos0
+    for pl in range(c):
+        _fill_plane(src, xform, pl, P)
+        lo, hi = _plane_range(xform, pl, maxv)
+        pos = _encode_plane(P, h, w, lo, hi, maxv > 255, act0, act1, lvlt, descs[pl], out, pos,
+                            E0 if pl == 0 else E, E0, xform >= 1 and pl > 0)
+        if pos < 0:
+            return -1, xform
+    return pos, xform
+
+
+def encode(tile: np.ndarray) -> bytes:
+    """Encode a ``(H, W, C)`` or ``(H, W)`` uint8/uint16 tile (Numba implementation)."""
+    arr = np.ascontiguousarray(check_tile(tile))
+    h, w, c = arr.shape
+    is16 = arr.dtype == np.uint16
+    hlen = HEADER.size + PLANE.size * c + 4
+    out = np.empty(hlen + c * (2048 + 16 + 4 * h * w), np.uint8)
+    descs = np.zeros((c, 5 + 2 * N_STREAMS), np.int64)
+    pos, xform = _encode_kernel(arr, 65535 if is16 else 255, _ACT0, _ACT1, _LVL, descs, out, hlen)
+    if pos < 0:  # pragma: no cover - the buffer bound is generous
+        raise CodecError(None, _MESSAGES[_E_SIZE])
+    header = HEADER.pack(MAGIC, VERSION, 2 if is16 else 1, int(xform), 0, h, w, c, 0)
+    header += b"".join(PLANE.pack(*(int(v) for v in d)) for d in descs)
+    out[:hlen] = np.frombuffer(header + struct.pack("<I", zlib.crc32(header)), np.uint8)
+    return out[:pos].tobytes()
+
+
+# ----------------------------------------------------------------------------- decoder
+@nb.njit(**_JIT)
+def _br_get(data, st, nbits):
+    """Bit reader over data with state st = [start, end, bytepos, acc, n, bits_read]; -1 on overrun."""
+    if nbits == 0:
+        return 0
+    while st[4] < nbits:
+        if st[2] >= st[1]:
+            return -1
+        st[3] |= np.int64(data[st[2]]) << st[4]
+        st[2] += 1
+        st[4] += 8
+    v = st[3] & ((1 << nbits) - 1)
+    st[3] >>= nbits
+    st[4] -= nbits
+    st[5] += nbits
+    return v
+
+
+@nb.njit(**_JIT)
+def _br_at_end(st):
+    return (st[5] + 7) // 8 == st[1] - st[0]
+
+
+@nb.njit(**_JIT)
+def _read_tables(data, start0, length, nctx, ent):
+    """Read the tables into ent[k, slot] = token | (slot - start) << 7 | freq << 19 (as in the C code)."""
+    st = np.array([start0, start0 + length, start0, 0, 0, 0], np.int64)
+    f = np.zeros(NTOK, np.int64)
+    wts = np.zeros(NTOK, np.int64)
+    for k in range(nctx):
+        present = _br_get(data, st, 1)
+        if present < 0:
+            return _E_TABLE
+        if present == 0:
+            nsym = 1
+            f[0] = TOTAL
+        else:
+            v = _br_get(data, st, 7)
+            if v < 0 or v + 1 > NTOK:
+                return _E_TABLE
+            nsym = v + 1
+            anyw = 0
+            prev = 0
+            for s in range(nsym):
+                b0 = _br_get(data, st, 1)
+                b1 = _br_get(data, st, 1) if b0 == 1 else 0
+                b2 = _br_get(data, st, 1) if b1 == 1 else 0
+                if b0 < 0 or b1 < 0 or b2 < 0:
+                    return _E_TABLE
+                if b0 == 0:
+                    length = prev
+                elif b1 == 0:
+                    length = prev - 1
+                elif b2 == 0:
+                    length = prev + 1
+                else:
+                    length = _br_get(data, st, 4)
+                if length < 0 or length > PROB_BITS + 1:
+                    return _E_TABLE
+                prev = length
+                mant = _br_get(data, st, 1 if length >= 2 else 0)
+                if mant < 0:
+                    return _E_TABLE
+                wts[s] = _dequant(length, mant)
+                anyw |= wts[s]
+            if anyw == 0:
+                return _E_TABLE
+            _normalize(wts, nsym, f)
+        acc = 0
+        for s in range(nsym):
+            for q in range(f[s]):
+                ent[k, acc + q] = s | (q << 7) | (f[s] << 19)
+            acc += f[s]
+    if not _br_at_end(st):
+        return _E_TABLE
+    return 0
+
+
+@nb.njit(**_JIT)
+def _decode_plane(data, off, desc, h, w, lo, hi, act0, act1, lvlt, P, E, X, use_x):
+    kind, mode, ash, lsh = desc[0], desc[1], 1 + desc[2], desc[3]
+    ent = np.zeros((_MAX_CTX, TOTAL), np.int64)
+    rc = _read_tables(data, off, desc[4], 30 if mode else _NCTX0, ent)
+    if rc:
+        return rc
+    st = np.zeros((N_STREAMS, 8), np.int64)
+    q = off + desc[4]
+    for j in range(N_STREAMS):
+        rl = desc[5 + 2 * j]
+        bl = desc[6 + 2 * j]
+        x0 = (np.int64(data[q]) | (np.int64(data[q + 1]) << 8) | (np.int64(data[q + 2]) << 16)
+              | (np.int64(data[q + 3]) << 24))
+        if x0 < RANS_L:
+            return _E_DATA
+        st[j, 0] = x0
+        st[j, 1] = q + 4
+        st[j, 2] = q + rl
+        st[j, 3] = q + rl
+        st[j, 4] = q + rl + bl
+        q += rl + bl
+    E[:, :] = 0
+    EM = np.zeros((h + 1, w + 2), np.int64)
+    EA = np.zeros((h + 1, w + 2), np.int64)
+    EG = np.zeros((h + 1, w + 2), np.int64)
+    P[0, :] = 0
+    err = 0
+    for y in range(h):
+        j = y % N_STREAMS
+        xs = st[j, 0]
+        wp = st[j, 1]
+        we = st[j, 2]
+        bp = st[j, 3]
+        be = st[j, 4]
+        bacc = st[j, 5]
+        bn = st[j, 6]
+        P[y + 1, 0] = P[y, 1]
+        a = P[y, 1]
+        for x in range(w):
+            b = P[y, x + 1]
+            c = P[y, x]
+            d = P[y, x + 2]
+            pm = pa = pg = 0
+            if kind == 1:
+                p = min(max((2 * a + 2 * b - c + d + 2) >> 2, lo), hi)
+            elif kind == 2:
+                p = (a + b + 1) >> 1
+            else:
+                pm = _predict(0, a, b, c, d, lo, hi)
+                p = pm
+                if kind == 3:
+                    pa = _predict(1, a, b, c, d, lo, hi)
+                    p = _sel(EM, EA, y, x, pm, pa)
+                elif kind == 4:
+                    pa = _predict(1, a, b, c, d, lo, hi)
+                    pg = min(max(a + b - c, lo), hi)
+                    p = _sel3(EM, EA, EG, y, x, pm, pa, pg)
+            act = abs(a - c) + abs(b - c) + abs(b - d) + E[y, x + 1] + E[y, x] + E[y, x + 2] + 2 * E[y + 1, x]
+            if use_x:
+                act += 2 * X[y + 1, x + 1]
+            act = min(act >> ash, 255)
+            if mode == 0:
+                k = act0[act]
+            else:
+                lv = 0 if p < 0 else min(p >> lsh, 31)
+                k = act1[act] + lvlt[lv]
+            slot = xs & (TOTAL - 1)
+            e_ = ent[k, slot]
+            s = e_ & 0x7F
+            xs = (e_ >> 19) * (xs >> PROB_BITS) + ((e_ >> 7) & 0xFFF)
+            if xs < RANS_L:
+                if wp < we:
+                    xs = (xs << 16) | np.int64(data[wp]) | (np.int64(data[wp + 1]) << 8)
+                    wp += 2
+                else:
+                    err = 1
+                    xs = RANS_L
+            if s < 16:
+                u = s
+            else:
+                nb_ = (s - 16) // 4 + 2
+                while bn < nb_:
+                    if bp < be:
+                        bacc |= np.int64(data[bp]) << bn
+                        bp += 1
+                    else:
+                        err = 1
+                    bn += 8
+                u = ((4 | ((s - 16) & 3)) << nb_) | (bacc & ((1 << nb_) - 1))
+                bacc >>= nb_
+                bn -= nb_
+            e = (u >> 1) ^ -(u & 1)
+            v = p + e
+            if v < lo or v > hi:
+                return _E_RANGE
+            P[y + 1, x + 1] = v
+            E[y + 1, x + 1] = abs(e)
+            if kind >= 3:
+                EM[y + 1, x + 1] = abs(v - pm)
+                EA[y + 1, x + 1] = abs(v - pa)
+                EG[y + 1, x + 1] = abs(v - pg)
+            a = v
+        P[y + 1, w + 1] = P[y + 1, w]
+        st[j, 0] = xs
+        st[j, 1] = wp
+        st[j, 3] = bp
+        st[j, 5] = bacc
+        st[j, 6] = bn
+        if err:
+            return _E_DATA
+    for j in range(N_STREAMS):
+        if st[j, 0] != RANS_L or st[j, 1] != st[j, 2] or st[j, 3] != st[j, 4] or st[j, 6] >= 8:
+            return _E_DATA
+    return 0
+
+
+@nb.njit(**_JIT)
+def _decode_kernel(data, descs, h, w, c, xform, maxv, off, act0, act1, lvlt, out):
+    nbuf = 3 if xform else 1
+    P = np.zeros((nbuf, h + 1, w + 2), np.int64)
+    E = np.zeros((h + 1, w + 2), np.int64)
+    E0 = np.zeros((h + 1, w + 2), np.int64)
+    for pl in range(c):
+        b = pl if xform else 0
+        lo, hi = _plane_range(xform, pl, maxv)
+        rc = _decode_plane(data, off, descs[pl], h, w, lo, hi, act0, act1, lvlt, P[b],
+                           E0 if pl == 0 else E, E0, xform >= 1 and pl > 0)
+        if rc:
+            return rc
+        for q in range(4, descs.shape[1]):
+            off += descs[pl, q]
+        if not xform:
+            for y in range(h):
+                for x in range(w):
+                    out[y, x, pl] = P[0, y + 1, x + 1]
+    if xform:
+        for y in range(h):
+            for x in range(w):
+                yy = P[0, y + 1, x + 1]
+                u = P[1, y + 1, x + 1]
+                v = P[2, y + 1, x + 1] + (((xform - 1) * u) >> 2)
+                g = yy - ((u + v) >> 2)
+                r = u + g
+                bl = v + g
+                if r < 0 or r > maxv or g < 0 or g > maxv or bl < 0 or bl > maxv:
+                    return _E_RANGE
+                out[y, x, 0] = r
+                out[y, x, 1] = g
+                out[y, x, 2] = bl
+    return 0
+
+
+def decode(data: bytes | bytearray | memoryview | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode a stream to its ``(H, W, C)`` tile (Numba implementation)."""
+    buf = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
+    (h, w, c), dtype, xform, planes = parse_header(memoryview(buf))
+    if out is None:
+        out = np.empty((h, w, c), dtype)
+    elif out.shape != (h, w, c) or out.dtype != dtype:
+        raise CodecError(None, f"csp codec: stream holds {(h, w, c)} {dtype}, out is {out.shape} {out.dtype}")
+    descs = np.array(planes, np.int64)
+    rc = _decode_kernel(buf, descs, h, w, c, xform, 65535 if dtype == np.uint16 else 255,
+                        HEADER.size + PLANE.size * c + 4, _ACT0, _ACT1, _LVL, out)
+    if rc:
+        raise CodecError(None, f"csp codec (Numba): {_MESSAGES.get(rc, f'error {rc}')}")
+    return out

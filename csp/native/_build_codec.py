@@ -1,0 +1,54 @@
+"""cffi (out-of-line API mode) builder of the C lossless codec ``csp.native._cspcodec``.
+
+Used by ``setup.py`` (``cffi_modules``) during ``pip install``; can also be run directly to build the
+extension in place::
+
+    python csp/native/_build_codec.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from cffi import FFI
+
+ROOT = Path(__file__).resolve().parents[2]
+NATIVE = ROOT / "native"
+
+CDEF = """
+int64_t csp_encode_bound(int64_t h, int64_t w, int64_t c, int bps);
+int64_t csp_encode(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap);
+int csp_decode_info(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, int64_t *c, int *bps);
+int csp_decode(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes);
+"""
+
+
+def make_ffi(absolute: bool = False) -> FFI:
+    """The FFI builder; source paths relative to the project root unless ``absolute``."""
+    ffi = FFI()
+    ffi.cdef(CDEF)
+    src = NATIVE / "cspcodec.c" if absolute else Path("native") / "cspcodec.c"
+    ffi.set_source(
+        "csp.native._cspcodec",
+        '#include "cspcodec.h"',
+        sources=[str(src)],
+        include_dirs=[str(NATIVE if absolute else Path("native"))],
+        extra_compile_args=["-O3", "-std=c99"] if sys.platform != "win32" else ["/O2"],
+    )
+    return ffi
+
+
+#: used by setup.py (``cffi_modules``), which runs from the project root
+ffibuilder = make_ffi()
+
+if __name__ == "__main__":
+    import shutil
+    import tempfile
+
+    os.chdir(ROOT)
+    with tempfile.TemporaryDirectory() as tmp:  # keep objects and generated C out of the tree
+        built = Path(make_ffi(absolute=True).compile(tmpdir=tmp, verbose="-v" in sys.argv))
+        shutil.copy2(built, ROOT / "csp" / "native" / built.name)
+        print(f"built csp/native/{built.name}")

@@ -1,0 +1,893 @@
+/* CSP lossless predictive pixel codec, bitstream version 1.
+ *
+ * The bitstream is defined by csp/codecs/lossless/reference.py and described in docs/codec.md; this
+ * file must produce and accept exactly the same bytes. No global mutable state; every call owns its
+ * scratch memory. The decoder checks every read against the stream bounds and every decoded sample
+ * against its range, so a corrupt stream yields an error code, never an out-of-bounds access.
+ */
+#include "cspcodec.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define NTOK 76
+#define N_XFORM 6 /* 0 = none, 1 + k = RCT with V = (B - G) - ((k * U) >> 2), k = 0..4 */
+#define PROB_BITS 11
+#define TOTAL (1u << PROB_BITS)
+#define RANS_L (1u << 16)
+#define N_STREAMS 4
+#define N_PRED 5
+#define PRED_SEL 3
+#define PRED_SEL3 4
+#define MAX_CTX 32
+#define NLVL 6
+#define HEADER_SIZE 20
+#define PLANE_SIZE (8 + 8 * N_STREAMS)
+
+static const int N_CTX[2] = {16, 30};
+
+#if defined(__GNUC__) || defined(__clang__)
+#define CSP_INLINE static inline __attribute__((always_inline))
+#else
+#define CSP_INLINE static inline
+#endif
+static const uint8_t MAGIC[4] = {'C', 'S', 'P', 'L'};
+
+/* ------------------------------------------------------------------ small helpers */
+static inline uint32_t rd32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline void wr32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
+}
+static inline void wr16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+
+static uint32_t crc32_bytes(const uint8_t *p, size_t n) {
+    uint32_t crc = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= p[i];
+        for (int k = 0; k < 8; k++) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+
+static inline int bitlen64(uint64_t x) { return x ? 64 - __builtin_clzll(x) : 0; }
+
+static inline int act0_ctx(int act) {
+    static const int thr[15] = {1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 18, 22, 26, 32, 40};
+    int k = 0;
+    while (k < 15 && act >= thr[k]) k++;
+    return k;
+}
+static inline int act1_cls(int act) { return act >= 4 ? 4 : act; }
+static inline int lvl_cls(int v) { /* thresholds 1, 2, 4, 8, 16 */
+    return v < 1 ? 0 : v < 2 ? 1 : v < 4 ? 2 : v < 8 ? 3 : v < 16 ? 4 : 5;
+}
+
+typedef struct {
+    uint8_t act0[256];
+    uint8_t act1[256]; /* activity class * NLVL */
+    uint8_t lvl[32];
+} luts_t;
+
+static void make_luts(luts_t *L) {
+    for (int i = 0; i < 256; i++) { L->act0[i] = (uint8_t)act0_ctx(i); L->act1[i] = (uint8_t)(act1_cls(i) * NLVL); }
+    for (int i = 0; i < 32; i++) L->lvl[i] = (uint8_t)lvl_cls(i);
+}
+
+static inline int32_t clamp32(int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
+static inline int32_t iabs32(int32_t v) { return v < 0 ? -v : v; }
+
+/* Prediction clamped to [lo, hi]. MED and AVG2 stay within [min(a, b), max(a, b)], so they need no
+ * clamp when a and b are in range (always, in the encoder and in a valid stream; the decoder rejects
+ * out-of-range samples). */
+CSP_INLINE int32_t predict(int kind, int32_t a, int32_t b, int32_t c, int32_t d, int32_t lo, int32_t hi) {
+    if (kind == 0) {
+        int32_t mx = a > b ? a : b, mn = a < b ? a : b;
+        return c >= mx ? mn : (c <= mn ? mx : a + b - c);
+    }
+    if (kind == 1) return clamp32((2 * a + 2 * b - c + d + 2) >> 2, lo, hi); /* >> is a floor shift */
+    return (a + b + 1) >> 1;
+}
+
+static int64_t mitchell_log2(uint64_t x) {
+    int n = bitlen64(x) - 1;
+    return ((int64_t)n << 8) + (int64_t)(((x << 8) >> n) - 256);
+}
+
+/* Deterministic normalisation to TOTAL (see reference.normalize). */
+static void normalize(const uint64_t *w, int n, uint32_t *f) {
+    uint64_t wt = 0;
+    for (int s = 0; s < n; s++) wt += w[s];
+    int64_t sum = 0;
+    for (int s = 0; s < n; s++) {
+        uint64_t v = w[s] ? (w[s] * TOTAL) / wt : 0;
+        if (w[s] && v < 1) v = 1;
+        f[s] = (uint32_t)v;
+        sum += v;
+    }
+    int64_t diff = (int64_t)TOTAL - sum;
+    while (diff != 0) {
+        int i = 0;
+        for (int s = 1; s < n; s++) if (f[s] > f[i]) i = s;
+        if (diff > 0) { f[i] += (uint32_t)diff; diff = 0; }
+        else {
+            int64_t take = -diff < (int64_t)f[i] - 1 ? -diff : (int64_t)f[i] - 1;
+            if (take == 0) break; /* impossible: NTOK < TOTAL */
+            f[i] -= (uint32_t)take;
+            diff += take;
+        }
+    }
+}
+
+static inline uint32_t dequant(int len, uint32_t mant) {
+    if (len <= 2) return len == 0 ? 0 : ((1u << (len - 1)) | mant);
+    return ((2u | mant) << (len - 2)) + (1u << (len - 3));
+}
+
+/* ------------------------------------------------------------------ bit writer / reader */
+typedef struct { uint8_t *buf; int64_t pos, cap; uint64_t acc; int n; int overflow; } bitw_t;
+
+static inline void bw_put(bitw_t *w, uint64_t v, int nb) {
+    if (!nb) return;
+    w->acc |= (v & ((1ull << nb) - 1)) << w->n;
+    w->n += nb;
+    while (w->n >= 8) {
+        if (w->pos < w->cap) w->buf[w->pos++] = (uint8_t)w->acc; else w->overflow = 1;
+        w->acc >>= 8; w->n -= 8;
+    }
+}
+static inline void bw_finish(bitw_t *w) {
+    if (w->n) { if (w->pos < w->cap) w->buf[w->pos++] = (uint8_t)w->acc; else w->overflow = 1; }
+    w->acc = 0; w->n = 0;
+}
+
+typedef struct { const uint8_t *p; int64_t len, bytepos; uint64_t acc; int n; int64_t bits_read; } bitr_t;
+
+static inline void br_init(bitr_t *r, const uint8_t *p, int64_t len) {
+    r->p = p; r->len = len; r->bytepos = 0; r->acc = 0; r->n = 0; r->bits_read = 0;
+}
+/* nb <= 32; returns -1 (as int64) on overrun */
+static inline int64_t br_get(bitr_t *r, int nb) {
+    if (!nb) return 0;
+    while (r->n < nb) {
+        if (r->bytepos >= r->len) return -1;
+        r->acc |= (uint64_t)r->p[r->bytepos++] << r->n;
+        r->n += 8;
+    }
+    uint64_t v = r->acc & ((1ull << nb) - 1);
+    r->acc >>= nb; r->n -= nb; r->bits_read += nb;
+    return (int64_t)v;
+}
+static inline int br_at_end(const bitr_t *r) { return ((r->bits_read + 7) >> 3) == r->len; }
+
+/* ------------------------------------------------------------------ planes */
+typedef struct { int32_t lo, hi; } range_t;
+
+static range_t plane_range(int xform, int plane, int32_t maxv) {
+    range_t r = {0, maxv};
+    if (xform >= 1 && plane == 1) r.lo = -maxv;
+    if (xform >= 1 && plane == 2) { r.hi = maxv + (((xform - 1) * maxv + 3) >> 2); r.lo = -r.hi; }
+    return r;
+}
+
+static inline int32_t rct(int xform, int pl, int32_t r, int32_t g, int32_t b) {
+    if (pl == 0) return (r + 2 * g + b) >> 2;
+    if (pl == 1) return r - g;
+    return (b - g) - (((xform - 1) * (r - g)) >> 2);
+}
+
+static inline int32_t plane_sample(const void *src, int bps, int64_t w, int64_t c, int xform, int pl,
+                                   int64_t y, int64_t x) {
+    const int64_t i = (y * w + x) * c;
+    if (xform == 0) return bps == 1 ? ((const uint8_t *)src)[i + pl] : ((const uint16_t *)src)[i + pl];
+    int32_t r, g, b;
+    if (bps == 1) { const uint8_t *q = (const uint8_t *)src + i; r = q[0]; g = q[1]; b = q[2]; }
+    else { const uint16_t *q = (const uint16_t *)src + i; r = q[0]; g = q[1]; b = q[2]; }
+    return rct(xform, pl, r, g, b);
+}
+
+/* Selection rows: y = 1, 5, 9, ... (row 0 for one-row planes); their predictions need row y - 1. */
+static inline int sel_row(int64_t y, int64_t h) { return (h > 1 ? y >= 1 && ((y - 1) & 3) == 0 : y == 0); }
+static inline int sel_needed(int64_t y, int64_t h) { return sel_row(y, h) || (y + 1 < h && sel_row(y + 1, h)); }
+
+/* Fill padded plane buffer P ((h+1) x (w+2)) of channel/plane `pl` of src under xform (only the rows
+ * the selection-row statistics need when sel_only). */
+static void fill_plane(const void *src, int bps, int64_t h, int64_t w, int64_t c, int xform, int pl, int32_t *P,
+                       int sel_only) {
+    int64_t W2 = w + 2;
+    memset(P, 0, sizeof(int32_t) * (size_t)W2);
+    for (int64_t y = 0; y < h; y++) {
+        if (sel_only) {
+            if (!sel_needed(y, h)) continue;
+            int32_t *row = P + (y + 1) * W2;
+            for (int64_t x = 0; x < w; x++) row[x + 1] = plane_sample(src, bps, w, c, xform, pl, y, x);
+            row[0] = y > 0 ? plane_sample(src, bps, w, c, xform, pl, y - 1, 0) : 0;
+            row[w + 1] = row[w];
+            continue;
+        }
+        int32_t *row = P + (y + 1) * W2;
+        const int64_t base = y * w * c;
+        if (xform == 0) {
+            if (bps == 1) { const uint8_t *s = (const uint8_t *)src + base + pl; for (int64_t x = 0; x < w; x++) row[x + 1] = s[x * c]; }
+            else { const uint16_t *s = (const uint16_t *)src + base + pl; for (int64_t x = 0; x < w; x++) row[x + 1] = s[x * c]; }
+        } else {
+            for (int64_t x = 0; x < w; x++) {
+                int32_t r, g, b;
+                if (bps == 1) { const uint8_t *s = (const uint8_t *)src + base + x * 3; r = s[0]; g = s[1]; b = s[2]; }
+                else { const uint16_t *s = (const uint16_t *)src + base + x * 3; r = s[0]; g = s[1]; b = s[2]; }
+                row[x + 1] = rct(xform, pl, r, g, b);
+            }
+        }
+        row[0] = P[y * W2 + 1];
+        row[w + 1] = row[w];
+    }
+}
+
+static inline int bitlen32(int32_t v) { return v ? 32 - __builtin_clz((uint32_t)v) : 0; }
+
+/* Sum of bit_length(|x - MED|) over the selection rows (colour transform choice). */
+static int64_t med_cost(const int32_t *P, int64_t h, int64_t w, range_t rg) {
+    int64_t W2 = w + 2, s = 0;
+    for (int64_t y = (h > 1 ? 1 : 0); y < h; y += 4) {
+        const int32_t *pr = P + y * W2, *cr = pr + W2;
+        for (int64_t x = 0; x < w; x++)
+            s += bitlen32(iabs32(cr[x + 1] - predict(0, cr[x], pr[x + 1], pr[x], pr[x + 2], rg.lo, rg.hi)));
+    }
+    return s;
+}
+
+static int64_t plane_abs_sum(const int32_t *P, int64_t h, int64_t w, int64_t *count) {
+    int64_t W2 = w + 2, s = 0, n = 0;
+    for (int64_t y = 0; y < h; y++) {
+        const int32_t *cr = P + (y + 1) * W2;
+        for (int64_t x = 0; x < w; x++) s += iabs32(cr[x + 1]);
+        n += w;
+    }
+    *count = n;
+    return s;
+}
+
+#define MAX_SAMPLES (1ll << 32) /* H * W * C must stay below this */
+
+/* 1 <= h, w and h * w * c < MAX_SAMPLES (checked without overflow; c <= 65535) */
+static int shape_ok(int64_t h, int64_t w, int64_t c) {
+    if (h < 1 || w < 1 || c < 1 || h >= MAX_SAMPLES || w >= MAX_SAMPLES || w > MAX_SAMPLES / h) return 0;
+    return h * w * c < MAX_SAMPLES;
+}
+
+int64_t csp_encode_bound(int64_t h, int64_t w, int64_t c, int bps) {
+    if (h < 1 || w < 1 || c < 1 || c > 65535 || (bps != 1 && bps != 2)) return CSP_E_ARG;
+    if (!shape_ok(h, w, c)) return CSP_E_ARG;
+    int64_t n = h * w;
+    return HEADER_SIZE + 4 + c * (PLANE_SIZE + 2048 + 16 + n * 4);
+}
+
+/* ------------------------------------------------------------------ encoder */
+typedef struct {
+    int32_t *P;        /* padded plane (h+1) x (w+2) */
+    int32_t *E, *E0;   /* padded |e| of the current plane and of plane 0 (cross-plane context) */
+    int32_t *EM, *EA, *EG;  /* padded |x - MED|, |x - AVG4|, |x - GRAD| (for PRED_SEL, PRED_SEL3) */
+    uint8_t *tok, *ctx0, *ctx1;
+    uint32_t *u;
+    uint16_t *words;   /* rANS words, filled backwards */
+} enc_scratch_t;
+
+static inline int32_t sel_pred(const int32_t *pem, const int32_t *cem, const int32_t *pea, const int32_t *cea,
+                               int64_t x, int32_t pm, int32_t pa) {
+    int32_t sm = 2 * cem[x] + 2 * pem[x + 1] + pem[x] + pem[x + 2];
+    int32_t sa = 2 * cea[x] + 2 * pea[x + 1] + pea[x] + pea[x + 2];
+    return sm <= sa ? pm : pa;
+}
+
+/* PRED_SEL3: MED, AVG4 or GRAD, whichever has the smallest neighbour error score (first on ties). */
+static inline int32_t sel3_pred(const int32_t *pem, const int32_t *cem, const int32_t *pea, const int32_t *cea,
+                                const int32_t *peg, const int32_t *ceg, int64_t x, int32_t pm, int32_t pa,
+                                int32_t pg) {
+    int32_t sm = 2 * cem[x] + 2 * pem[x + 1] + pem[x] + pem[x + 2];
+    int32_t sa = 2 * cea[x] + 2 * pea[x + 1] + pea[x] + pea[x + 2];
+    int32_t sg = 2 * ceg[x] + 2 * peg[x + 1] + peg[x] + peg[x + 2];
+    int32_t p = sm <= sa ? pm : pa, smin = sm <= sa ? sm : sa;
+    return sg < smin ? pg : p;
+}
+
+static inline int32_t grad_pred(int32_t a, int32_t b, int32_t c, int32_t lo, int32_t hi) {
+    return clamp32(a + b - c, lo, hi);
+}
+
+/* Absolute-error sums and bit-length costs of every predictor over the whole plane, in one pass; also
+ * fills EM/EA/EG (|x - MED|, |x - AVG4|, |x - GRAD|). */
+static void predictor_errors(enc_scratch_t *S, int64_t h, int64_t w, range_t rg, int64_t sads[N_PRED],
+                             int64_t costs[N_PRED]) {
+    const int64_t W2 = w + 2;
+    memset(S->EM, 0, sizeof(int32_t) * (size_t)W2);
+    memset(S->EA, 0, sizeof(int32_t) * (size_t)W2);
+    memset(S->EG, 0, sizeof(int32_t) * (size_t)W2);
+    int64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0;
+    for (int64_t y = 0; y < h; y++) {
+        const int32_t *pr = S->P + y * W2, *cr = pr + W2;
+        const int32_t *pem = S->EM + y * W2, *pea = S->EA + y * W2, *peg = S->EG + y * W2;
+        int32_t *em = S->EM + (y + 1) * W2, *ea = S->EA + (y + 1) * W2, *eg = S->EG + (y + 1) * W2;
+        em[0] = em[w + 1] = ea[0] = ea[w + 1] = eg[0] = eg[w + 1] = 0;
+        for (int64_t x = 0; x < w; x++) {
+            int32_t a = cr[x], b = pr[x + 1], c = pr[x], d = pr[x + 2], v = cr[x + 1];
+            int32_t pm = predict(0, a, b, c, d, rg.lo, rg.hi), pa = predict(1, a, b, c, d, rg.lo, rg.hi);
+            int32_t pg = grad_pred(a, b, c, rg.lo, rg.hi);
+            int32_t e3 = iabs32(v - sel_pred(pem, em, pea, ea, x, pm, pa)); /* uses em/ea up to x - 1 */
+            int32_t e4 = iabs32(v - sel3_pred(pem, em, pea, ea, peg, eg, x, pm, pa, pg));
+            int32_t e0 = iabs32(v - pm), e1 = iabs32(v - pa), e2 = iabs32(v - predict(2, a, b, c, d, rg.lo, rg.hi));
+            em[x + 1] = e0; ea[x + 1] = e1; eg[x + 1] = iabs32(v - pg);
+            s0 += e0; s1 += e1; s2 += e2; s3 += e3; s4 += e4;
+            c0 += bitlen32(e0); c1 += bitlen32(e1); c2 += bitlen32(e2); c3 += bitlen32(e3); c4 += bitlen32(e4);
+        }
+    }
+    sads[0] = s0; sads[1] = s1; sads[2] = s2; sads[3] = s3; sads[4] = s4;
+    costs[0] = c0; costs[1] = c1; costs[2] = c2; costs[3] = c3; costs[4] = c4;
+}
+
+static int64_t hist_cost(const uint32_t *hist, int nctx) {
+    int64_t cost = 0;
+    for (int k = 0; k < nctx; k++) {
+        const uint32_t *row = hist + k * NTOK;
+        uint64_t n = 0; int last = -1;
+        for (int s = 0; s < NTOK; s++) if (row[s]) { n += row[s]; last = s; }
+        if (!n) continue;
+        int64_t lg = mitchell_log2(n);
+        for (int s = 0; s <= last; s++) if (row[s]) cost += (int64_t)row[s] * (lg - mitchell_log2(row[s]));
+        cost += 256 * (8 + 3 * (int64_t)(last + 1));
+    }
+    return cost;
+}
+
+/* Encode one plane (already in S->P); |e| goes to Eout, Ecross (or NULL) is the cross-plane |e|.
+ * Writes the descriptor to desc and the body to out; returns the body size. */
+static int64_t encode_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t w, range_t rg, int is16,
+                            int32_t *Eout, const int32_t *Ecross, uint8_t *desc, uint8_t *out, int64_t cap) {
+    const int64_t W2 = w + 2;
+    int64_t sads[N_PRED], costs[N_PRED];
+    predictor_errors(S, h, w, rg, sads, costs);
+    int kind = 0;
+    for (int k = 1; k < N_PRED; k++) if (costs[k] < costs[kind]) kind = k;
+    int ashift = 0, lshift = 0;
+    if (is16) {
+        int64_t cnt, asum = plane_abs_sum(S->P, h, w, &cnt);
+        ashift = bitlen64((uint64_t)(sads[kind] / cnt)) - 3; if (ashift < 0) ashift = 0;
+        lshift = bitlen64((uint64_t)(asum / cnt)) - 5; if (lshift < 0) lshift = 0;
+    }
+    uint32_t hist0[16 * NTOK], hist1[30 * NTOK];
+    memset(hist0, 0, sizeof hist0); memset(hist1, 0, sizeof hist1);
+    memset(Eout, 0, sizeof(int32_t) * (size_t)W2);
+    int64_t i = 0;
+    for (int64_t y = 0; y < h; y++) {
+        const int32_t *pr = S->P + y * W2, *cr = pr + W2;
+        const int32_t *pe = Eout + y * W2;
+        int32_t *ce = Eout + (y + 1) * W2;
+        const int32_t *xe = Ecross ? Ecross + (y + 1) * W2 : NULL;
+        const int32_t *pem = S->EM + y * W2, *pea = S->EA + y * W2, *peg = S->EG + y * W2;
+        int32_t *cem = S->EM + (y + 1) * W2, *cea = S->EA + (y + 1) * W2, *ceg = S->EG + (y + 1) * W2;
+        ce[0] = ce[w + 1] = 0;
+        cem[0] = cem[w + 1] = cea[0] = cea[w + 1] = ceg[0] = ceg[w + 1] = 0;
+        for (int64_t x = 0; x < w; x++, i++) {
+            int32_t a = cr[x], b = pr[x + 1], c = pr[x], d = pr[x + 2];
+            int32_t p;
+            if (kind == PRED_SEL) { /* MED/AVG4 errors of this row are computed as we go (like the decoder) */
+                int32_t pm = predict(0, a, b, c, d, rg.lo, rg.hi), pa = predict(1, a, b, c, d, rg.lo, rg.hi);
+                p = sel_pred(pem, cem, pea, cea, x, pm, pa);
+                cem[x + 1] = iabs32(cr[x + 1] - pm);
+                cea[x + 1] = iabs32(cr[x + 1] - pa);
+            } else if (kind == PRED_SEL3) {
+                int32_t pm = predict(0, a, b, c, d, rg.lo, rg.hi), pa = predict(1, a, b, c, d, rg.lo, rg.hi);
+                int32_t pg = grad_pred(a, b, c, rg.lo, rg.hi);
+                p = sel3_pred(pem, cem, pea, cea, peg, ceg, x, pm, pa, pg);
+                cem[x + 1] = iabs32(cr[x + 1] - pm);
+                cea[x + 1] = iabs32(cr[x + 1] - pa);
+                ceg[x + 1] = iabs32(cr[x + 1] - pg);
+            } else p = predict(kind, a, b, c, d, rg.lo, rg.hi);
+            int32_t e = cr[x + 1] - p;
+            int32_t ae = iabs32(e);
+            ce[x + 1] = ae;
+            uint32_t u = e >= 0 ? 2u * (uint32_t)e : 2u * (uint32_t)(-e) - 1u;
+            int t;
+            if (u < 16) t = (int)u;
+            else { int n = bitlen64(u) - 1; t = 16 + (n - 4) * 4 + (int)((u >> (n - 2)) & 3); }
+            int32_t act = iabs32(a - c) + iabs32(b - c) + iabs32(b - d) + pe[x + 1] + pe[x] + pe[x + 2] + 2 * ce[x];
+            if (xe) act += 2 * xe[x + 1];
+            act >>= 1 + ashift;
+            if (act > 255) act = 255;
+            int32_t lv = p < 0 ? 0 : (p >> lshift);
+            if (lv > 31) lv = 31;
+            int k0 = L->act0[act], k1 = L->act1[act] + L->lvl[lv];
+            S->tok[i] = (uint8_t)t; S->ctx0[i] = (uint8_t)k0; S->ctx1[i] = (uint8_t)k1; S->u[i] = u;
+            hist0[k0 * NTOK + t]++; hist1[k1 * NTOK + t]++;
+        }
+    }
+    int mode = hist_cost(hist1, 30) < hist_cost(hist0, 16) ? 1 : 0;
+    const uint32_t *hist = mode ? hist1 : hist0;
+    const uint8_t *ctx = mode ? S->ctx1 : S->ctx0;
+    int nctx = N_CTX[mode];
+    uint32_t freq[MAX_CTX][NTOK], start[MAX_CTX][NTOK];
+    memset(freq, 0, sizeof freq);
+    /* tables */
+    bitw_t bw = {out, 0, cap, 0, 0, 0};
+    for (int k = 0; k < nctx; k++) {
+        const uint32_t *row = hist + k * NTOK;
+        int last = -1;
+        for (int s = 0; s < NTOK; s++) if (row[s]) last = s;
+        if (last < 0) { bw_put(&bw, 0, 1); continue; }
+        int nsym = last + 1;
+        bw_put(&bw, 1, 1);
+        bw_put(&bw, (uint64_t)(nsym - 1), 7);
+        uint64_t wts[NTOK]; uint32_t f[NTOK];
+        for (int s = 0; s < nsym; s++) wts[s] = row[s];
+        normalize(wts, nsym, f);
+        int prev = 0;
+        for (int s = 0; s < nsym; s++) {
+            int len = bitlen64(f[s]);
+            if (len == prev) bw_put(&bw, 0, 1);
+            else if (len == prev - 1) bw_put(&bw, 1, 2);
+            else if (len == prev + 1) bw_put(&bw, 3, 3);
+            else { bw_put(&bw, 7, 3); bw_put(&bw, (uint64_t)len, 4); }
+            uint32_t mant = len >= 2 ? (f[s] >> (len - 2)) & 1 : 0;
+            bw_put(&bw, mant, len >= 2 ? 1 : 0);
+            wts[s] = dequant(len, mant);
+            prev = len;
+        }
+        normalize(wts, nsym, freq[k]);
+        uint32_t acc = 0;
+        for (int s = 0; s < NTOK; s++) { start[k][s] = acc; acc += freq[k][s]; }
+    }
+    bw_finish(&bw);
+    if (bw.overflow) return CSP_E_OUTSIZE;
+    int64_t tl = bw.pos;
+    /* rANS, backwards. Stream j codes rows y % 4 == j; its words fill region j of the scratch buffer
+     * backwards. The four streams are independent, so the loop interleaves them (one row group at a
+     * time, right to left) for instruction-level parallelism. */
+    int64_t wbase[N_STREAMS], wp[N_STREAMS];
+    uint32_t st[N_STREAMS];
+    {
+        int64_t acc = 0;
+        for (int j = 0; j < N_STREAMS; j++) {
+            int64_t rows = h > j ? (h - j + N_STREAMS - 1) / N_STREAMS : 0;
+            acc += rows * w + 2;
+            wbase[j] = acc; wp[j] = acc; st[j] = RANS_L;
+        }
+    }
+    for (int64_t y0 = ((h - 1) / N_STREAMS) * N_STREAMS; y0 >= 0; y0 -= N_STREAMS) {
+        int nr = h - y0 < N_STREAMS ? (int)(h - y0) : N_STREAMS;
+        for (int64_t x = w - 1; x >= 0; x--) {
+            for (int j = 0; j < nr; j++) {
+                int64_t k = (y0 + j) * w + x;
+                int cx = ctx[k], s = S->tok[k];
+                uint32_t f = freq[cx][s], xs = st[j];
+                uint64_t x_max = (uint64_t)((RANS_L >> PROB_BITS) << 16) * f;
+                if ((uint64_t)xs >= x_max) { S->words[--wp[j]] = (uint16_t)xs; xs >>= 16; }
+                st[j] = ((xs / f) << PROB_BITS) + (xs % f) + start[cx][s];
+            }
+        }
+    }
+    int64_t pos = tl;
+    for (int j = 0; j < N_STREAMS; j++) {
+        int64_t nw = wbase[j] - wp[j], rl = 4 + 2 * nw;
+        if (pos + rl > cap) return CSP_E_OUTSIZE;
+        wr32(out + pos, st[j]);
+        for (int64_t k = 0; k < nw; k++) wr16(out + pos + 4 + 2 * k, S->words[wp[j] + k]);
+        pos += rl;
+        bitw_t bx = {out + pos, 0, cap - pos, 0, 0, 0};
+        for (int64_t y = j; y < h; y += N_STREAMS)
+            for (int64_t x = 0; x < w; x++) {
+                int t = S->tok[y * w + x];
+                if (t >= 16) bw_put(&bx, S->u[y * w + x], (t - 16) / 4 + 2);
+            }
+        bw_finish(&bx);
+        if (bx.overflow) return CSP_E_OUTSIZE;
+        pos += bx.pos;
+        wr32(desc + 8 + 8 * j, (uint32_t)rl);
+        wr32(desc + 12 + 8 * j, (uint32_t)bx.pos);
+    }
+    desc[0] = (uint8_t)kind; desc[1] = (uint8_t)mode; desc[2] = (uint8_t)ashift; desc[3] = (uint8_t)lshift;
+    wr32(desc + 4, (uint32_t)tl);
+    return pos;
+}
+
+int64_t csp_encode(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap) {
+    int64_t bound = csp_encode_bound(h, w, c, bps);
+    if (bound < 0) return CSP_E_ARG;
+    const int64_t W2 = w + 2, N = h * w;
+    const int32_t maxv = bps == 1 ? 255 : 65535;
+    int64_t hlen = HEADER_SIZE + PLANE_SIZE * c;
+    if (cap < hlen + 4) return CSP_E_OUTSIZE;
+    enc_scratch_t S;
+    const size_t PS = (size_t)((h + 1) * W2);
+    S.P = (int32_t *)malloc(sizeof(int32_t) * PS * 6);
+    S.E = S.P ? S.P + PS : NULL; S.E0 = S.P ? S.P + 2 * PS : NULL;
+    S.EM = S.P ? S.P + 3 * PS : NULL; S.EA = S.P ? S.P + 4 * PS : NULL; S.EG = S.P ? S.P + 5 * PS : NULL;
+    S.tok = (uint8_t *)malloc((size_t)N * 3);
+    S.u = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)N);
+    S.words = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)(N + 2 * N_STREAMS + 16));
+    int64_t ret = 0;
+    if (!S.P || !S.tok || !S.u || !S.words) { ret = CSP_E_NOMEM; goto done; }
+    S.ctx0 = S.tok + N; S.ctx1 = S.tok + 2 * N;
+    luts_t L; make_luts(&L);
+    int xform = 0;
+    if (c == 3) {
+        /* none, then RCT with k = 0..4; Y and U are the same for every k */
+        int64_t cost[N_XFORM] = {0}, yu = 0;
+        for (int pl = 0; pl < 3; pl++) {
+            fill_plane(src, bps, h, w, c, 0, pl, S.P, 1);
+            cost[0] += med_cost(S.P, h, w, plane_range(0, pl, maxv));
+        }
+        for (int pl = 0; pl < 2; pl++) {
+            fill_plane(src, bps, h, w, c, 1, pl, S.P, 1);
+            yu += med_cost(S.P, h, w, plane_range(1, pl, maxv));
+        }
+        for (int xf = 1; xf < N_XFORM; xf++) {
+            fill_plane(src, bps, h, w, c, xf, 2, S.P, 1);
+            cost[xf] = yu + med_cost(S.P, h, w, plane_range(xf, 2, maxv));
+        }
+        for (int xf = 1; xf < N_XFORM; xf++) if (cost[xf] < cost[xform]) xform = xf;
+    }
+    memcpy(dst, MAGIC, 4);
+    dst[4] = 1; dst[5] = (uint8_t)bps; dst[6] = (uint8_t)xform; dst[7] = 0;
+    wr32(dst + 8, (uint32_t)h); wr32(dst + 12, (uint32_t)w); wr16(dst + 16, (uint32_t)c); wr16(dst + 18, 0);
+    int64_t pos = hlen + 4;
+    for (int64_t pl = 0; pl < c; pl++) {
+        fill_plane(src, bps, h, w, c, xform, (int)pl, S.P, 0);
+        int64_t n = encode_plane(&S, &L, h, w, plane_range(xform, (int)pl, maxv), bps == 2,
+                                 pl == 0 ? S.E0 : S.E, (xform && pl > 0) ? S.E0 : NULL,
+                                 dst + HEADER_SIZE + PLANE_SIZE * pl, dst + pos, cap - pos);
+        if (n < 0) { ret = n; goto done; }
+        pos += n;
+    }
+    wr32(dst + hlen, crc32_bytes(dst, (size_t)hlen));
+    ret = pos;
+done:
+    free(S.P); free(S.tok); free(S.u); free(S.words);
+    return ret;
+}
+
+/* ------------------------------------------------------------------ decoder */
+typedef struct {
+    int kind, mode, ashift, lshift;
+    int64_t tl, rl[N_STREAMS], bl[N_STREAMS], size;
+} plane_desc_t;
+
+static void read_desc(const uint8_t *d, plane_desc_t *D) {
+    D->kind = d[0]; D->mode = d[1]; D->ashift = d[2]; D->lshift = d[3];
+    D->tl = rd32(d + 4);
+    D->size = D->tl;
+    for (int j = 0; j < N_STREAMS; j++) {
+        D->rl[j] = rd32(d + 8 + 8 * j); D->bl[j] = rd32(d + 12 + 8 * j);
+        D->size += D->rl[j] + D->bl[j];
+    }
+}
+
+static int parse_header(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, int64_t *c, int *bps, int *xform) {
+    if (!src || n < HEADER_SIZE) return CSP_E_HEADER;
+    if (memcmp(src, MAGIC, 4) != 0) return CSP_E_MAGIC;
+    if (src[4] != 1) return CSP_E_VERSION;
+    int64_t cc = rd16(src + 16);
+    int64_t hlen = HEADER_SIZE + PLANE_SIZE * cc;
+    if (cc == 0 || n < hlen + 4) return CSP_E_HEADER;
+    if (rd32(src + hlen) != crc32_bytes(src, (size_t)hlen)) return CSP_E_HEADER;
+    int b = src[5], xf = src[6];
+    if ((b != 1 && b != 2) || xf >= N_XFORM || (xf >= 1 && cc != 3)) return CSP_E_HEADER;
+    int64_t hh = rd32(src + 8), ww = rd32(src + 12);
+    if (!shape_ok(hh, ww, cc)) return CSP_E_HEADER;
+    int64_t total = hlen + 4;
+    for (int64_t p = 0; p < cc; p++) {
+        const uint8_t *d = src + HEADER_SIZE + PLANE_SIZE * p;
+        if (d[0] >= N_PRED || d[1] > 1 || d[2] > 15 || d[3] > 15) return CSP_E_HEADER;
+        total += (int64_t)rd32(d + 4);
+        for (int j = 0; j < N_STREAMS; j++) {
+            int64_t rl = rd32(d + 8 + 8 * j);
+            if (rl < 4 || (rl & 1)) return CSP_E_HEADER;
+            total += rl + (int64_t)rd32(d + 12 + 8 * j);
+        }
+    }
+    if (total != n) return CSP_E_HEADER;
+    *h = hh; *w = ww; *c = cc; *bps = b; *xform = xf;
+    return CSP_OK;
+}
+
+int csp_decode_info(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, int64_t *c, int *bps) {
+    int xf;
+    return parse_header(src, n, h, w, c, bps, &xf);
+}
+
+/* Decoding table: per context and slot, symbol (7 bits) | slot - start (12 bits) << 7 | freq << 19. */
+typedef struct {
+    uint32_t ent[MAX_CTX][TOTAL];
+} dtables_t;
+
+static int read_tables(const uint8_t *p, int64_t len, int nctx, dtables_t *T) {
+    bitr_t r; br_init(&r, p, len);
+    for (int k = 0; k < nctx; k++) {
+        uint32_t f[NTOK]; uint64_t wts[NTOK];
+        int64_t present = br_get(&r, 1);
+        if (present < 0) return CSP_E_TABLE;
+        int nsym;
+        if (!present) { nsym = 1; f[0] = TOTAL; }
+        else {
+            int64_t v = br_get(&r, 7);
+            if (v < 0 || v + 1 > NTOK) return CSP_E_TABLE;
+            nsym = (int)v + 1;
+            uint64_t any = 0;
+            int64_t prev = 0;
+            for (int s = 0; s < nsym; s++) {
+                int64_t len, b0 = br_get(&r, 1), b1 = 0, b2 = 0;
+                if (b0 == 1) b1 = br_get(&r, 1);
+                if (b1 == 1) b2 = br_get(&r, 1);
+                if (b0 < 0 || b1 < 0 || b2 < 0) return CSP_E_TABLE;
+                if (!b0) len = prev;
+                else if (!b1) len = prev - 1;
+                else if (!b2) len = prev + 1;
+                else len = br_get(&r, 4);
+                if (len < 0 || len > PROB_BITS + 1) return CSP_E_TABLE;
+                int64_t mant = br_get(&r, len >= 2 ? 1 : 0);
+                if (mant < 0) return CSP_E_TABLE;
+                wts[s] = dequant((int)len, (uint32_t)mant);
+                any |= wts[s];
+                prev = len;
+            }
+            if (!any) return CSP_E_TABLE;
+            normalize(wts, nsym, f);
+        }
+        uint32_t acc = 0;
+        for (int s = 0; s < nsym; s++) {
+            for (uint32_t q = 0; q < f[s]; q++) T->ent[k][acc + q] = (uint32_t)s | (q << 7) | (f[s] << 19);
+            acc += f[s];
+        }
+    }
+    if (!br_at_end(&r)) return CSP_E_TABLE;
+    return CSP_OK;
+}
+
+/* Decoder stream: rANS state and word pointer, raw-bit reader (p/end/acc/n). The scalar fields are
+ * 64-bit so that stores to the int32 sample rows cannot alias them (keeps them in registers). */
+typedef struct {
+    uint64_t x;
+    const uint8_t *wp, *wend;
+    const uint8_t *bp, *bend;
+    uint64_t acc;
+    int64_t n;
+    uint64_t err;  /* stream overrun seen */
+} dstream_t;
+
+typedef struct {
+    const luts_t *L;
+    const dtables_t *T;
+    int ash, lsh;
+    int32_t lo, hi;
+} dctx_t;
+
+/* Per-plane scratch layout: four padded (h+1) x (w+2) int32 arrays in one block, at fixed offsets
+ * from the pixel array P: |e| (OFF_E), |x - MED| (OFF_M), |x - AVG4| (OFF_A). The cross-plane |e| (plane
+ * 0 under RCT) is at offset xoff from P. A row is then addressed by one pointer `cr` (current padded
+ * pixel row) and W2 = w + 2. */
+#define OFF_E (1 * ps)
+#define OFF_M (2 * ps)
+#define OFF_A (3 * ps)
+#define OFF_G (4 * ps)
+#define NARR 5 /* arrays per plane block */
+
+/* Raw bits (0 <= nb <= 16) from a stream; flags *err on overrun. Refills 32 bits at a time while at
+ * least four bytes remain, then byte by byte. */
+CSP_INLINE uint32_t ds_bits(dstream_t *S, int nb) {
+    if (S->n < 16) {
+        if (S->bend - S->bp >= 4) { S->acc |= (uint64_t)rd32(S->bp) << S->n; S->bp += 4; S->n += 32; }
+        else {
+            while (S->n < nb) {
+                if (S->bp < S->bend) S->acc |= (uint64_t)(*S->bp++) << S->n;
+                else S->err = 1;
+                S->n += 8;
+            }
+        }
+    }
+    uint32_t v = (uint32_t)(S->acc & ((1u << nb) - 1));
+    S->acc >>= nb; S->n -= nb;
+    return v;
+}
+
+/* Token -> (raw bit count, base value): u = base | raw bits. */
+static const uint8_t TOK_NB[NTOK] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7, 8, 8, 8, 8,
+    9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11, 12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14,
+    15, 15, 15, 15, 16, 16, 16, 16};
+
+/* Decode sample x of the row at cr. Returns nonzero on a range error; stream errors go to S->err.
+ * kind (predictor), mode (context mode) and cross (cross-plane context) are compile-time constants at
+ * every call site (see decode_rows), so each combination gets its own branch-free copy. */
+CSP_INLINE int decode_sample(const dctx_t *C, int32_t *cr, const int64_t W2, const int64_t ps, const int64_t xoff,
+                             int64_t x, dstream_t *S, const int kind, const int mode, const int cross) {
+    const int32_t *pr = cr - W2;
+    int32_t *ce = cr + OFF_E;
+    const int32_t *pe = ce - W2;
+    int32_t a = cr[x], b = pr[x + 1], c = pr[x], d = pr[x + 2];
+    int32_t p, pm = 0, pa = 0;
+    int32_t pg = 0;
+    if (kind == PRED_SEL) {
+        pm = predict(0, a, b, c, d, C->lo, C->hi);
+        pa = predict(1, a, b, c, d, C->lo, C->hi);
+        const int32_t *cm = cr + OFF_M, *ca = cr + OFF_A;
+        p = sel_pred(cm - W2, cm, ca - W2, ca, x, pm, pa);
+    } else if (kind == PRED_SEL3) {
+        pm = predict(0, a, b, c, d, C->lo, C->hi);
+        pa = predict(1, a, b, c, d, C->lo, C->hi);
+        pg = grad_pred(a, b, c, C->lo, C->hi);
+        const int32_t *cm = cr + OFF_M, *ca = cr + OFF_A, *cg = cr + OFF_G;
+        p = sel3_pred(cm - W2, cm, ca - W2, ca, cg - W2, cg, x, pm, pa, pg);
+    } else p = predict(kind, a, b, c, d, C->lo, C->hi);
+    int32_t act = iabs32(a - c) + iabs32(b - c) + iabs32(b - d) + pe[x + 1] + pe[x] + pe[x + 2] + 2 * ce[x];
+    if (cross) act += 2 * cr[xoff + x + 1];
+    act >>= C->ash;
+    if (act > 255) act = 255;
+    int k;
+    if (mode == 0) k = C->L->act0[act];
+    else { int32_t lv = p < 0 ? 0 : (p >> C->lsh); if (lv > 31) lv = 31; k = C->L->act1[act] + C->L->lvl[lv]; }
+    uint32_t xs = (uint32_t)S->x;
+    uint32_t slot = xs & (TOTAL - 1);
+    uint32_t ent = C->T->ent[k][slot];
+    int s = (int)(ent & 0x7F);
+    xs = (ent >> 19) * (xs >> PROB_BITS) + ((ent >> 7) & 0xFFF);
+    /* branch-free renormalisation (the branch would be unpredictable) */
+    int need = xs < RANS_L, avail = S->wp < S->wend;
+    uint32_t word = avail ? rd16(S->wp) : 0;
+    xs = need ? (xs << 16) | word : xs;
+    S->wp += 2 * (need & avail);
+    S->err |= (uint64_t)(need & !avail);
+    S->x = xs;
+    int nb = TOK_NB[s];
+    uint32_t base = s < 16 ? (uint32_t)s : ((4u | (uint32_t)((s - 16) & 3)) << nb);
+    uint32_t u = base | ds_bits(S, nb);
+    int32_t e = (int32_t)(u >> 1) ^ -(int32_t)(u & 1);
+    int32_t v0 = p + e, v = clamp32(v0, C->lo, C->hi); /* stored clamped: no overflow on corrupt input */
+    cr[x + 1] = v;
+    ce[x + 1] = iabs32(e);
+    if (kind == PRED_SEL || kind == PRED_SEL3) { cr[OFF_M + x + 1] = iabs32(v - pm); cr[OFF_A + x + 1] = iabs32(v - pa); }
+    if (kind == PRED_SEL3) cr[OFF_G + x + 1] = iabs32(v - pg);
+    return v != v0;
+}
+
+/* The row loop of decode_plane for one (predictor, context mode, cross-plane) combination. Rows
+ * y0..y0+3 are decoded together as a wavefront (row r runs two samples behind row r-1): each row has
+ * its own stream, so these are four independent dependency chains. */
+CSP_INLINE int decode_rows(const dctx_t *C, int32_t *P, const int64_t ps, const int64_t xoff, dstream_t *S,
+                           int64_t h, int64_t w, const int kind, const int mode, const int cross) {
+    const int64_t W2 = w + 2;
+    int bad = 0;
+    for (int64_t y0 = 0; y0 < h; y0 += N_STREAMS) {
+        int nr = h - y0 < N_STREAMS ? (int)(h - y0) : N_STREAMS;
+        int32_t *cr0 = P + (y0 + 1) * W2;
+        for (int r = 0; r < nr; r++) { /* zero the |e| pads; left pixel pad is set when the row starts */
+            int32_t *cr = cr0 + r * W2;
+            cr[OFF_E] = cr[OFF_E + w + 1] = cr[OFF_M] = cr[OFF_M + w + 1] = cr[OFF_A] = cr[OFF_A + w + 1] = 0;
+            cr[OFF_G] = cr[OFF_G + w + 1] = 0;
+        }
+        if (nr == N_STREAMS && w >= 8) {
+            int32_t *c1 = cr0 + W2, *c2 = cr0 + 2 * W2, *c3 = cr0 + 3 * W2;
+            for (int64_t t = 0; t < 6; t++) /* ramp-up: row r starts at t = 2r */
+                for (int r = 0; r < 4; r++) {
+                    int64_t x = t - 2 * r;
+                    int32_t *cr = cr0 + r * W2;
+                    if (x < 0) break;
+                    if (x == 0) cr[0] = cr[1 - W2];
+                    bad |= decode_sample(C, cr, W2, ps, xoff, x, &S[r], kind, mode, cross);
+                }
+            c3[0] = c3[1 - W2];
+            dstream_t s0 = S[0], s1 = S[1], s2 = S[2], s3 = S[3]; /* locals: kept in registers */
+            for (int64_t x = 6; x < w; x++) { /* steady state, all four rows active */
+                bad |= decode_sample(C, cr0, W2, ps, xoff, x, &s0, kind, mode, cross);
+                bad |= decode_sample(C, c1, W2, ps, xoff, x - 2, &s1, kind, mode, cross);
+                bad |= decode_sample(C, c2, W2, ps, xoff, x - 4, &s2, kind, mode, cross);
+                bad |= decode_sample(C, c3, W2, ps, xoff, x - 6, &s3, kind, mode, cross);
+            }
+            S[0] = s0; S[1] = s1; S[2] = s2; S[3] = s3;
+            cr0[w + 1] = cr0[w];
+            for (int64_t t = w; t < w + 6; t++) /* ramp-down */
+                for (int r = 1; r < 4; r++) {
+                    int64_t x = t - 2 * r;
+                    int32_t *cr = cr0 + r * W2;
+                    if (x >= w || x < 0) continue;
+                    bad |= decode_sample(C, cr, W2, ps, xoff, x, &S[r], kind, mode, cross);
+                    if (x == w - 1) cr[w + 1] = cr[w];
+                }
+        } else {
+            for (int r = 0; r < nr; r++) { /* narrow tiles / last rows: plain raster order */
+                int32_t *cr = cr0 + r * W2;
+                cr[0] = cr[1 - W2];
+                for (int64_t x = 0; x < w; x++)
+                    bad |= decode_sample(C, cr, W2, ps, xoff, x, &S[r], kind, mode, cross);
+                cr[w + 1] = cr[w];
+            }
+        }
+        if (bad) return CSP_E_RANGE;
+        if (S[0].err | S[1].err | S[2].err | S[3].err) return CSP_E_DATA;
+    }
+    return CSP_OK;
+}
+
+#define CSP_ROWS(k, m, x) case (k) * 4 + (m) * 2 + (x): rc = decode_rows(&C, P, ps, xoff, S, h, w, k, m, x); break;
+#define CSP_ROWS_ALL \
+    CSP_ROWS(0, 0, 0) CSP_ROWS(0, 0, 1) CSP_ROWS(0, 1, 0) CSP_ROWS(0, 1, 1) \
+    CSP_ROWS(1, 0, 0) CSP_ROWS(1, 0, 1) CSP_ROWS(1, 1, 0) CSP_ROWS(1, 1, 1) \
+    CSP_ROWS(2, 0, 0) CSP_ROWS(2, 0, 1) CSP_ROWS(2, 1, 0) CSP_ROWS(2, 1, 1) \
+    CSP_ROWS(3, 0, 0) CSP_ROWS(3, 0, 1) CSP_ROWS(3, 1, 0) CSP_ROWS(3, 1, 1) \
+    CSP_ROWS(4, 0, 0) CSP_ROWS(4, 0, 1) CSP_ROWS(4, 1, 0) CSP_ROWS(4, 1, 1)
+
+/* Decode one plane into the block at P (layout above); xoff = offset of the cross-plane |e| or 0. */
+static int decode_plane(const uint8_t *body, const plane_desc_t *D, int64_t h, int64_t w, range_t rg,
+                        const luts_t *L, dtables_t *T, int32_t *P, const int64_t ps, const int64_t xoff) {
+    const int64_t W2 = w + 2;
+    int rc = read_tables(body, D->tl, N_CTX[D->mode], T);
+    if (rc) return rc;
+    dstream_t S[N_STREAMS];
+    const uint8_t *q = body + D->tl;
+    for (int j = 0; j < N_STREAMS; j++) {
+        S[j].x = rd32(q);
+        if (S[j].x < RANS_L) return CSP_E_DATA;
+        S[j].wp = q + 4; S[j].wend = q + D->rl[j];
+        S[j].bp = q + D->rl[j]; S[j].bend = S[j].bp + D->bl[j]; S[j].acc = 0; S[j].n = 0; S[j].err = 0;
+        q += D->rl[j] + D->bl[j];
+    }
+    dctx_t C = {L, T, 1 + D->ashift, D->lshift, rg.lo, rg.hi};
+    for (int k = 0; k < NARR; k++) memset(P + k * ps, 0, sizeof(int32_t) * (size_t)W2); /* virtual row -1 */
+    switch (D->kind * 4 + D->mode * 2 + (xoff != 0)) {
+        CSP_ROWS_ALL
+        default: return CSP_E_HEADER;
+    }
+    if (rc) return rc;
+    /* every stream fully consumed: final rANS state, all words, all raw-bit bytes (< 8 bits left) */
+    for (int j = 0; j < N_STREAMS; j++)
+        if (S[j].x != RANS_L || S[j].wp != S[j].wend || S[j].bp != S[j].bend || S[j].n >= 8) return CSP_E_DATA;
+    return CSP_OK;
+}
+
+int csp_decode(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes) {
+    int64_t h, w, c; int bps, xform;
+    int rc = parse_header(src, n, &h, &w, &c, &bps, &xform);
+    if (rc) return rc;
+    if (!dst || dst_bytes != h * w * c * bps) return CSP_E_OUTSIZE;
+    const int64_t W2 = w + 2, PS = (h + 1) * W2;
+    const int32_t maxv = bps == 1 ? 255 : 65535;
+    int nbuf = xform ? 3 : 1;
+    /* per plane (1, or 3 under RCT): pixels, |e|, |x - MED|, |x - AVG4|, |x - GRAD| */
+    int32_t *P = (int32_t *)malloc(sizeof(int32_t) * (size_t)(NARR * PS * nbuf));
+    dtables_t *T = (dtables_t *)malloc(sizeof(dtables_t));
+    if (!P || !T) { rc = CSP_E_NOMEM; goto done; }
+    luts_t L; make_luts(&L);
+    int64_t off = HEADER_SIZE + PLANE_SIZE * c + 4;
+    for (int64_t pl = 0; pl < c; pl++) {
+        plane_desc_t D;
+        read_desc(src + HEADER_SIZE + PLANE_SIZE * pl, &D);
+        int32_t *Pp = P + (xform ? pl : 0) * NARR * PS;
+        int64_t xoff = (xform && pl > 0) ? (PS - pl * NARR * PS) : 0; /* plane 0's |e| */
+        rc = decode_plane(src + off, &D, h, w, plane_range(xform, (int)pl, maxv), &L, T, Pp, PS, xoff);
+        if (rc) goto done;
+        off += D.size;
+        if (!xform) { /* store channel pl */
+            for (int64_t y = 0; y < h; y++) {
+                const int32_t *row = Pp + (y + 1) * W2 + 1;
+                if (bps == 1) { uint8_t *o = (uint8_t *)dst + y * w * c + pl; for (int64_t x = 0; x < w; x++) o[x * c] = (uint8_t)row[x]; }
+                else { uint16_t *o = (uint16_t *)dst + y * w * c + pl; for (int64_t x = 0; x < w; x++) o[x * c] = (uint16_t)row[x]; }
+            }
+        }
+    }
+    if (xform) {
+        for (int64_t y = 0; y < h; y++) {
+            const int32_t *Y = P + (y + 1) * W2 + 1, *U = Y + NARR * PS, *V = Y + 2 * NARR * PS;
+            for (int64_t x = 0; x < w; x++) {
+                int32_t v = V[x] + (((xform - 1) * U[x]) >> 2);
+                int32_t g = Y[x] - ((U[x] + v) >> 2), r = U[x] + g, b = v + g;
+                if ((uint32_t)r > (uint32_t)maxv || (uint32_t)g > (uint32_t)maxv || (uint32_t)b > (uint32_t)maxv) { rc = CSP_E_RANGE; goto done; }
+                if (bps == 1) { uint8_t *o = (uint8_t *)dst + (y * w + x) * 3; o[0] = (uint8_t)r; o[1] = (uint8_t)g; o[2] = (uint8_t)b; }
+                else { uint16_t *o = (uint16_t *)dst + (y * w + x) * 3; o[0] = (uint16_t)r; o[1] = (uint16_t)g; o[2] = (uint16_t)b; }
+            }
+        }
+    }
+    rc = CSP_OK;
+done:
+    free(P); free(T);
+    return rc;
+}

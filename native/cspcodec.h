@@ -1,0 +1,36 @@
+/* CSP lossless predictive pixel codec, bitstream version 1 (see docs/codec.md).
+ *
+ * Thread-safe, no global state: every call allocates (and frees) its own scratch memory.
+ * All functions return >= 0 on success and a negative CSP_E* code on failure.
+ */
+#ifndef CSPCODEC_H
+#define CSPCODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CSP_OK 0
+#define CSP_E_ARG (-1)       /* invalid argument (shape, dtype, buffer size) */
+#define CSP_E_NOMEM (-2)     /* out of memory */
+#define CSP_E_MAGIC (-3)     /* not a csp stream */
+#define CSP_E_VERSION (-4)   /* unsupported bitstream version */
+#define CSP_E_HEADER (-5)    /* corrupt or truncated header (checksum, sizes) */
+#define CSP_E_TABLE (-6)     /* corrupt frequency table */
+#define CSP_E_DATA (-7)      /* corrupt or truncated entropy-coded data */
+#define CSP_E_RANGE (-8)     /* decoded sample out of range */
+#define CSP_E_OUTSIZE (-9)   /* destination buffer too small / wrong size */
+
+/* Upper bound of the encoded size of an (h, w, c) tile with bps bytes per sample (1 or 2). */
+int64_t csp_encode_bound(int64_t h, int64_t w, int64_t c, int bps);
+
+/* Encode interleaved little/native-endian samples src[h][w][c] (uint8 when bps == 1, uint16 when
+ * bps == 2) into dst (capacity cap). Returns the stream size or a negative error code. */
+int64_t csp_encode(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap);
+
+/* Read the shape of a stream (checks magic, version, checksum and sizes). */
+int csp_decode_info(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, int64_t *c, int *bps);
+
+/* Decode a stream into dst (h * w * c samples of bps bytes; dst_bytes must match exactly). */
+int csp_decode(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes);
+
+#endif

@@ -1,0 +1,315 @@
+"""The CSP lossless pixel codec: C, Numba and the NumPy reference agree, round trip, reject damage."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from csp.codecs import lossless
+from csp.codecs.lossless import numba_codec, reference
+from csp.errors import CodecError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "codec"
+REPO = Path(__file__).resolve().parent.parent
+IMPLS = lossless.implementations()
+FAST = {k: v for k, v in IMPLS.items() if k != "reference"}
+needs_c = pytest.mark.skipif("c" not in IMPLS, reason="C extension csp.native._cspcodec not built")
+
+PATTERNS = ("constant", "noise", "gradient", "edges", "lowvalues")
+
+
+def make_tile(shape: tuple[int, int, int], dtype: type, pattern: str, seed: int) -> np.ndarray:
+    """A synthetic tile of one of the test patterns."""
+    rng = np.random.default_rng(seed)
+    maxv = np.iinfo(dtype).max
+    h, w, c = shape
+    if pattern == "constant":
+        return np.full(shape, rng.integers(0, maxv + 1), dtype)
+    if pattern == "noise":
+        return rng.integers(0, maxv + 1, shape).astype(dtype)
+    if pattern == "gradient":
+        g = np.arange(h)[:, None, None] * 3 + np.arange(w)[None, :, None] * 5 + np.arange(c) * 11
+        return (g % (maxv + 1)).astype(dtype)
+    if pattern == "edges":  # extremes side by side: maximal residuals
+        m = ((np.arange(h)[:, None, None] // 2 + np.arange(w)[None, :, None] // 3 + np.arange(c)) % 2)
+        return np.where(m == 1, maxv, 0).astype(dtype)
+    return rng.poisson(2.0, shape).astype(dtype)  # fluorescence-like, near zero
+
+
+tile_args = st.tuples(
+    st.integers(1, 300), st.integers(1, 257), st.integers(1, 6), st.sampled_from([np.uint8, np.uint16]),
+    st.sampled_from(PATTERNS), st.integers(0, 2**31))
+small_tile_args = st.tuples(
+    st.integers(1, 24), st.integers(1, 24), st.integers(1, 4), st.sampled_from([np.uint8, np.uint16]),
+    st.sampled_from(PATTERNS), st.integers(0, 2**31))
+
+FAST_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _roundtrip(impl, tile: np.ndarray) -> bytes:
+    data = impl.encode(tile)
+    back = impl.decode(data)
+    assert back.shape == tile.shape and back.dtype == tile.dtype
+    np.testing.assert_array_equal(back, tile)
+    return data
+
+
+@FAST_SETTINGS
+@given(tile_args)
+def test_fast_implementations_round_trip_and_agree(args) -> None:
+    h, w, c, dtype, pattern, seed = args
+    tile = make_tile((h, w, c), dtype, pattern, seed)
+    streams = {name: _roundtrip(impl, tile) for name, impl in FAST.items()}
+    assert len(set(streams.values())) == 1, "C and Numba encoders must produce identical bytes"
+
+
+@settings(max_examples=20, deadline=None)
+@given(small_tile_args)
+def test_reference_round_trip_and_cross_decoding(args) -> None:
+    h, w, c, dtype, pattern, seed = args
+    tile = make_tile((h, w, c), dtype, pattern, seed)
+    streams = {name: impl.encode(tile) for name, impl in IMPLS.items()}
+    assert len(set(streams.values())) == 1, "all encoders must produce identical bytes"
+    for enc_name, data in streams.items():
+        for dec_name, impl in IMPLS.items():
+            back = impl.decode(data)
+            assert back.dtype == tile.dtype, (enc_name, dec_name)
+            np.testing.assert_array_equal(back, tile, err_msg=f"{enc_name} -> {dec_name}")
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_cross_decoding_full_tile(pattern: str, dtype: type) -> None:
+    tile = make_tile((240, 240, 3), dtype, pattern, 7)
+    for enc_name, enc in FAST.items():
+        data = enc.encode(tile)
+        for dec_name, dec in FAST.items():
+            np.testing.assert_array_equal(dec.decode(data), tile, err_msg=f"{enc_name} -> {dec_name}")
+    # the reference decodes a fast encoder's stream of a smaller crop (it is slow)
+    crop = np.ascontiguousarray(tile[:40, :33])
+    np.testing.assert_array_equal(reference.decode(next(iter(FAST.values())).encode(crop)), crop)
+
+
+def test_two_dimensional_input_is_one_channel() -> None:
+    tile = make_tile((9, 13, 1), np.uint8, "gradient", 1)
+    for impl in IMPLS.values():
+        np.testing.assert_array_equal(impl.decode(impl.encode(tile[:, :, 0])), tile)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 4, 3), np.float32), np.zeros((4, 4, 3), np.int16),
+                                 np.zeros((2, 2, 2, 2), np.uint8), np.zeros((0, 4, 3), np.uint8)])
+def test_unsupported_input_raises(bad: np.ndarray) -> None:
+    for impl in IMPLS.values():
+        with pytest.raises(CodecError):
+            impl.encode(bad)
+
+
+def test_decode_into_out() -> None:
+    tile = make_tile((31, 17, 2), np.uint16, "noise", 3)
+    data = lossless.encode(tile)
+    out = np.zeros_like(tile)
+    assert lossless.decode(data, out) is out
+    np.testing.assert_array_equal(out, tile)
+    with pytest.raises(CodecError):
+        lossless.decode(data, np.zeros((31, 17, 3), np.uint16))
+    assert lossless.stream_info(data) == ((31, 17, 2), np.dtype(np.uint16))
+
+
+# ------------------------------------------------------------------------------------- golden streams
+GOLDEN = sorted(p.stem for p in FIXTURES.glob("*.csp"))
+
+
+def test_golden_fixtures_present() -> None:
+    assert len(GOLDEN) >= 5
+
+
+@pytest.mark.parametrize("name", GOLDEN)
+def test_golden_fixture_decodes(name: str) -> None:
+    data = (FIXTURES / f"{name}.csp").read_bytes()
+    expected = np.load(FIXTURES / f"{name}.npy")
+    for impl_name, impl in IMPLS.items():
+        np.testing.assert_array_equal(impl.decode(data), expected, err_msg=impl_name)
+    # today's encoders still write the same bytes (bitstream version 1 is frozen)
+    assert lossless.encode(expected) == data
+
+
+# ------------------------------------------------------------------------------------- damaged streams
+def _damaged(data: bytes, mode: str, where: int, bit: int) -> bytes:
+    if mode == "truncate":
+        return data[: where % len(data)]
+    if mode == "extend":
+        return data + bytes([bit]) * (1 + where % 5)
+    i = where % len(data)
+    return data[:i] + bytes([data[i] ^ (1 << bit)]) + data[i + 1:]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(GOLDEN), st.sampled_from(["truncate", "extend", "flip"]), st.integers(0, 10**6),
+       st.integers(0, 7))
+def test_damaged_streams_fail_cleanly(name: str, mode: str, where: int, bit: int) -> None:
+    data = (FIXTURES / f"{name}.csp").read_bytes()
+    expected = np.load(FIXTURES / f"{name}.npy")
+    bad = _damaged(data, mode, where, bit)
+    for impl_name, impl in IMPLS.items():
+        try:
+            back = impl.decode(bad)
+        except CodecError:
+            continue
+        # a flip in the entropy-coded payload may go unnoticed only if it still decodes to a valid tile
+        assert mode == "flip", f"{impl_name} accepted a {mode}d stream"
+        assert back.shape == expected.shape and back.dtype == expected.dtype
+
+
+def test_header_checksum_and_version_are_checked() -> None:
+    data = bytearray((FIXTURES / "he_rgb_u8.csp").read_bytes())
+    for impl in IMPLS.values():
+        for pos in (8, 12, 16, 20, 24):  # shape, channels, plane descriptor
+            bad = bytearray(data)
+            bad[pos] ^= 1
+            with pytest.raises(CodecError, match="header|truncated|size"):
+                impl.decode(bytes(bad))
+        bad = bytearray(data)
+        bad[4] = 2
+        with pytest.raises(CodecError, match="version"):
+            impl.decode(bytes(bad))
+        with pytest.raises(CodecError, match="magic"):
+            impl.decode(b"JUNK" + bytes(data[4:]))
+        with pytest.raises(CodecError):
+            impl.decode(b"")
+
+
+def test_forged_huge_shape_is_rejected() -> None:
+    import struct
+    import zlib
+
+    data = bytearray((FIXTURES / "gray_u8_gradient.csp").read_bytes())
+    hlen = reference.HEADER.size + reference.PLANE.size  # one channel
+    for h, w in ((0xFFFFFFFF, 0xFFFFFFFF), (1 << 16, 1 << 16), (0, 5)):
+        bad = bytearray(data)
+        struct.pack_into("<II", bad, 8, h, w)
+        struct.pack_into("<I", bad, hlen, zlib.crc32(bytes(bad[:hlen])))  # a valid checksum
+        for impl in IMPLS.values():
+            with pytest.raises(CodecError, match="shape|header"):
+                impl.decode(bytes(bad))
+
+
+@needs_c
+@pytest.mark.skipif(shutil.which("valgrind") is None or shutil.which("cc") is None,
+                    reason="valgrind or a C compiler is not available")
+def test_c_decoder_under_valgrind(tmp_path: Path) -> None:
+    exe = tmp_path / "harness"
+    subprocess.run(["cc", "-O1", "-g", "-std=c99", f"-I{REPO / 'native'}", str(REPO / "native" / "cspcodec.c"),
+                    str(REPO / "native" / "csp_decode_harness.c"), "-o", str(exe)], check=True)
+    rng = np.random.default_rng(5)
+    files = []
+    for name in GOLDEN:
+        data = (FIXTURES / f"{name}.csp").read_bytes()
+        variants = [data, data[: len(data) // 2], data[:-1]]
+        for _ in range(6):
+            i = int(rng.integers(60, len(data)))
+            variants.append(data[:i] + bytes([data[i] ^ (1 << int(rng.integers(8)))]) + data[i + 1:])
+        for k, v in enumerate(variants):
+            p = tmp_path / f"{name}-{k}.csp"
+            p.write_bytes(v)
+            files.append(str(p))
+    res = subprocess.run(["valgrind", "--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=all",
+                          "-q", str(exe), *files], check=False, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-4000:]
+    codes = [int(line.split()[-1]) for line in res.stdout.splitlines()]
+    assert len(codes) == len(files)
+    assert codes[:: 3 + 6][: len(GOLDEN)] == [0] * len(GOLDEN)  # the intact streams decode
+    assert any(c < 0 for c in codes)
+
+
+# ------------------------------------------------------------------------------------- integration
+def test_threads_decode_concurrently() -> None:
+    tiles = [make_tile((64, 64, 3), np.uint8, p, i) for i, p in enumerate(PATTERNS)]
+    streams = [lossless.encode(t) for t in tiles]
+    errors: list[str] = []
+
+    def work(k: int) -> None:
+        for _ in range(20):
+            i = (k + _) % len(tiles)
+            if not np.array_equal(lossless.decode(streams[i]), tiles[i]):
+                errors.append(f"thread {k} tile {i}")
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_tile_codec_registry() -> None:
+    from csp.codecs.tile import get_tile_codec
+    from csp.readers.base import TileEncoding
+
+    codec = get_tile_codec(TileEncoding("csp", {}))
+    tile = make_tile((32, 24, 4), np.uint16, "gradient", 2)
+    data = codec.encode(tile)
+    np.testing.assert_array_equal(codec.decode(data, (32, 24, 4), np.uint16), tile)
+    edge = codec.decode(codec.encode(tile[:20, :10]), (32, 24, 4), np.uint16)  # cropped edge tile
+    np.testing.assert_array_equal(edge[:20, :10], tile[:20, :10])
+    assert not edge[20:].any() and not edge[:, 10:].any()
+    with pytest.raises(CodecError):
+        codec.decode(data, (32, 24, 4), np.uint8)
+    with pytest.raises(CodecError):
+        codec.decode(data[:-3], (32, 24, 4), np.uint16)
+    with pytest.raises(CodecError, match="does not fit"):
+        codec.decode(data, (16, 24, 4), np.uint16)
+    assert codec.zarr_codecs_json() == [{"name": "csp.lossless", "configuration": {}}]
+
+
+def test_zarr_round_trip_through_registered_codec() -> None:
+    import zarr
+    from zarr.registry import get_codec_class
+
+    from csp.codecs.zarr_codecs import LosslessCodec
+
+    assert get_codec_class("csp.lossless") is LosslessCodec
+    data = make_tile((100, 90, 3), np.uint8, "gradient", 4)
+    store = zarr.storage.MemoryStore()
+    arr = zarr.create_array(store, shape=data.shape, chunks=(48, 40, 3), dtype=data.dtype,
+                            serializer=LosslessCodec(), compressors=None, fill_value=0)
+    arr[...] = data
+    reopened = zarr.open_array(store, mode="r")
+    assert reopened.metadata.to_dict()["codecs"][0]["name"] == "csp.lossless"
+    np.testing.assert_array_equal(reopened[...], data)
+    np.testing.assert_array_equal(reopened[10:60, 35:85], data[10:60, 35:85])
+
+
+def test_numba_fallback_when_extension_is_missing() -> None:
+    code = ("import sys; sys.modules['csp.native._cspcodec'] = None\n"
+            "import numpy as np\n"
+            "from csp.codecs import lossless\n"
+            "assert lossless.IMPLEMENTATION == 'numba', lossless.IMPLEMENTATION\n"
+            "t = (np.arange(600) % 251).astype(np.uint8).reshape(10, 20, 3)\n"
+            "assert (lossless.decode(lossless.encode(t)) == t).all()\n"
+            "print('ok')\n")
+    res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+@needs_c
+def test_numba_matches_c_on_slide_tiles() -> None:
+    import tifffile
+    from conftest import shared_file
+
+    path = shared_file("svs/CMU-1-Small-Region.svs")
+    with tifffile.TiffFile(path) as tf:
+        page = tf.pages[0]
+        img = page.asarray()
+    tile = np.ascontiguousarray(img[720:960, 480:720])
+    data = IMPLS["c"].encode(tile)
+    assert numba_codec.encode(tile) == data
+    np.testing.assert_array_equal(numba_codec.decode(data), tile)
+    assert 8 * len(data) / (240 * 240) < 12  # sanity: clearly compressed
