@@ -244,3 +244,24 @@ def test_killed_conversion_leaves_nothing_complete_and_rerun_completes(tmp_path,
     assert csp.verify(made[0], source=SAMPLE).ok
     with csp.open_slide(made[0]) as s:
         assert s.dimensions == (2220, 2967)
+
+
+def test_pixel_codec_choice_same_pixels_csp_smaller(sample_container, tmp_path):
+    """Built levels, mask and pixel associated images use CSP's codec by default; zstd is the fast option.
+    Both decode to identical pixels, and the CSP codec stores them in fewer bytes."""
+    dst, _ = sample_container
+    alt = tmp_path / "zstd.csp"
+    csp.convert(SAMPLE, alt, pixel_codec="zstd")
+    with ContainerReader(dst) as a, ContainerReader(alt) as b:
+        built = [i for i, lm in enumerate(a.meta["levels"]) if lm["mode"] == "built"]
+        assert built
+        size_a = size_b = 0
+        for i in built:
+            la, lb = a.levels[i], b.levels[i]
+            assert la.encoding.codec == "csp" and lb.encoding.codec == "zstd"
+            np.testing.assert_array_equal(a.read_array(la), b.read_array(lb))
+            size_a += a.completion["arrays"][la.path]["bytes"]
+            size_b += b.completion["arrays"][lb.path]["bytes"]
+        assert size_a < 0.8 * size_b
+    with pytest.raises(ValueError, match="pixel_codec"):
+        csp.convert(SAMPLE, tmp_path / "bad.csp", pixel_codec="png")

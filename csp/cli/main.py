@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--profile", choices=("passthrough", "archive"), default="passthrough",
                    help="storage tier: passthrough keeps the source tile bytes (default); archive repacks "
                         "JPEG tiles losslessly with JPEG XL (22-32%% smaller tiles, byte-exact on read)")
+    c.add_argument("--pixel-codec", choices=("csp", "zstd"), default="csp",
+                   help="lossless codec where pixels are stored (built levels, non-JPEG sources): csp "
+                        "(smallest, default) or zstd (fastest to decode)")
 
     r = sub.add_parser("repack", help="move a container between storage tiers (no pixel is touched)")
     r.add_argument("container")
@@ -93,7 +96,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         result = run_batch(jobs, workers=args.jobs, overwrite=args.overwrite, verify=not args.no_verify,
                            reverify=args.verify, layout=args.layout, deidentify=args.deidentify,
                            journal_dir=args.journal_dir, dask_scheduler=args.dask_scheduler,
-                           on_event=display.event, profile=args.profile)
+                           on_event=display.event, profile=args.profile,
+                           pixel_codec=args.pixel_codec)
     if args.report:
         result.write_report(args.report)
     if args.json:

@@ -20,7 +20,7 @@ from csp.container.stores import open_writer
 from csp.container.writer import ContainerWriter, ShardedArrayWriter
 from csp.conversion.deid import deidentified, scrub_source
 from csp.conversion.metadata import build_attributes, source_identity
-from csp.conversion.plan import PIXEL_ENCODING, LevelPlan, plan_levels
+from csp.conversion.plan import LevelPlan, pixel_encoding_for, plan_levels
 from csp.errors import CodecError, CorruptSlideError
 from csp.readers.base import SlideReader
 
@@ -75,6 +75,7 @@ def convert(
     deidentify: bool = False,
     progress: Progress | None = None,
     profile: str = "passthrough",
+    pixel_codec: str = "csp",
 ) -> ConversionResult:
     """Convert a vendor slide into a CSP container.
 
@@ -98,6 +99,10 @@ def convert(
     profile
         ``"passthrough"`` stores source tile bytes unchanged; ``"archive"`` stores JPEG levels repacked
         losslessly with JPEG XL (codec ``jpeg_jxl``, see :mod:`csp.conversion.repack`).
+    pixel_codec
+        Lossless codec wherever pixels are stored (built levels, non-JPEG sources, mask, associated
+        images): ``"csp"`` (CSP's own codec, ``docs/codec.md``; the smallest) or ``"zstd"`` (faster to
+        decode, larger). Sample types other than uint8/uint16 always use zstd.
 
     Returns
     -------
@@ -116,7 +121,7 @@ def convert(
     timings: dict[str, float] = {}
     with open_source(src) as opened:
         reader = deidentified(opened) if deidentify else opened
-        plans = plan_levels(reader, build_pyramid=build_pyramid)
+        plans = plan_levels(reader, build_pyramid=build_pyramid, pixel_codec=pixel_codec)
         if profile != "passthrough":
             from csp.conversion.repack import profile_plans
 
@@ -126,8 +131,8 @@ def convert(
             writer = ContainerWriter(store)
             t = time.perf_counter()
             mask_pixels = _write_levels(reader, writer, plans, shard_tiles, progress)
-            tissue = _write_mask(writer, mask_pixels, plans[mask_level(plans)])
-            assoc = _write_associated(reader, writer)
+            tissue = _write_mask(writer, mask_pixels, plans[mask_level(plans)], pixel_codec)
+            assoc = _write_associated(reader, writer, pixel_codec)
             timings["write_tiles"] = time.perf_counter() - t
             t = time.perf_counter()
             source = source_identity(src, getattr(opened, "source_files", list)())
@@ -187,12 +192,12 @@ def _write_levels(reader: SlideReader, writer: ContainerWriter, plans: list[Leve
     base_for_cascade = -1
     if built:
         base_for_cascade = built[0].index - 1
-        pixel_codec = get_tile_codec(PIXEL_ENCODING)
+        built_codec = get_tile_codec(built[0].encoding)
 
         def sink(k: int, row: int, band: np.ndarray) -> None:
             p = plans[base_for_cascade + k]
             lay = _layout(p, shard_tiles)
-            sinks[p.index].add_row(row, [pixel_codec.encode(t) for t in cut_band(band, lay)])
+            sinks[p.index].add_row(row, [built_codec.encode(t) for t in cut_band(band, lay)])
             if p.index == want:
                 mask_bands.append(band)
 
@@ -276,12 +281,14 @@ def _write_planes(reader: SlideReader, writer: ContainerWriter, first: ShardedAr
     return done
 
 
-def _write_mask(writer: ContainerWriter, pixels: np.ndarray, level: LevelPlan) -> dict[str, Any]:
+def _write_mask(writer: ContainerWriter, pixels: np.ndarray, level: LevelPlan,
+                pixel_codec: str = "csp") -> dict[str, Any]:
     from csp.native import tissue_mask
 
     mask = tissue_mask(pixels, MASK_SATURATION, MASK_WHITE)
     h, w = mask.shape
-    codec = get_tile_codec(PIXEL_ENCODING)
+    enc = pixel_encoding_for("uint8", pixel_codec)
+    codec = get_tile_codec(enc)
     sink = writer.array(spec.TISSUE_MASK_PATH, LevelLayout(w, h, 1, w, h, 1, 1), "uint8",
                         codec.zarr_codecs_json())
     sink.add_row(0, [codec.encode(np.ascontiguousarray(mask[:, :, None]))])
@@ -289,7 +296,7 @@ def _write_mask(writer: ContainerWriter, pixels: np.ndarray, level: LevelPlan) -
     return {"path": spec.TISSUE_MASK_PATH, "level": level.index, "width": w, "height": h,
             "downsample": list(level.downsample), "method": "csp.tissue.v1",
             "saturation": MASK_SATURATION, "white": MASK_WHITE,
-            "encoding": {"codec": PIXEL_ENCODING.codec, "config": dict(PIXEL_ENCODING.config)},
+            "encoding": {"codec": enc.codec, "config": dict(enc.config)},
             "tissue_fraction": round(float(mask.mean()), 6) if mask.size else 0.0}
 
 
@@ -308,10 +315,9 @@ def _b64(data: bytes | None) -> Any:
     return None if data is None else spec.encode_config({"v": data})["v"]
 
 
-def _write_associated(reader: SlideReader, writer: ContainerWriter) -> dict[str, Any]:
+def _write_associated(reader: SlideReader, writer: ContainerWriter, pixel_codec: str = "csp") -> dict[str, Any]:
     """Store associated images: JPEG strips passed through where the reader serves them, else pixels."""
     out: dict[str, Any] = {}
-    pixel_codec = get_tile_codec(PIXEL_ENCODING)
     for name in sorted(reader.associated):
         path = f"{spec.ASSOCIATED_GROUP}/{name}"
         src = reader.associated_layout(name)
@@ -329,9 +335,10 @@ def _write_associated(reader: SlideReader, writer: ContainerWriter) -> dict[str,
                 img = img[:, :, None]
             h, w, c = img.shape
             lay = LevelLayout(w, h, c, w, h, 1, 1)
-            enc, mode = PIXEL_ENCODING, "pixel"
-            sink = writer.array(path, lay, str(img.dtype), pixel_codec.zarr_codecs_json())
-            sink.add_row(0, [pixel_codec.encode(np.ascontiguousarray(img))])
+            enc, mode = pixel_encoding_for(str(img.dtype), pixel_codec), "pixel"
+            codec = get_tile_codec(enc)
+            sink = writer.array(path, lay, str(img.dtype), codec.zarr_codecs_json())
+            sink.add_row(0, [codec.encode(np.ascontiguousarray(img))])
         sink.finish()
         out[name] = {"path": path, "width": w, "height": h, "channels": c, "mode": mode,
                      "source": reader.associated[name].source_tag,

@@ -8,8 +8,26 @@ from csp.codecs import can_store
 from csp.container.pyramid import built_level_sizes
 from csp.readers.base import SlideReader, TileEncoding
 
-#: Interim pixel-lossless encoding for levels CSP builds or sources that cannot be passed through.
-PIXEL_ENCODING = TileEncoding("zstd", {"level": 3})
+#: CSP's own lossless predictive codec (``docs/codec.md``): uint8/uint16, the smallest.
+CSP_ENCODING = TileEncoding("csp", {})
+#: zstd over raw samples: any sample type, the fastest to decode, ~1.5x the size of ``csp``.
+ZSTD_ENCODING = TileEncoding("zstd", {"level": 3})
+#: Choices of ``convert(pixel_codec=...)`` for levels CSP builds or sources that cannot be passed through.
+PIXEL_CODECS = ("csp", "zstd")
+#: Default pixel-lossless encoding (for uint8/uint16 data; other sample types use zstd).
+PIXEL_ENCODING = CSP_ENCODING
+
+
+def pixel_encoding_for(dtype: str, codec: str = "csp") -> TileEncoding:
+    """The pixel-lossless encoding of ``dtype`` samples under the ``codec`` choice (``PIXEL_CODECS``).
+
+    ``csp`` covers uint8 and uint16; other sample types (int8, float32, ...) fall back to zstd.
+    """
+    if codec not in PIXEL_CODECS:
+        raise ValueError(f"pixel_codec must be one of {PIXEL_CODECS}, not {codec!r}")
+    if codec == "csp" and str(dtype) in ("uint8", "uint16"):
+        return CSP_ENCODING
+    return ZSTD_ENCODING
 
 
 @dataclass(frozen=True)
@@ -43,7 +61,7 @@ class LevelPlan:
 
 
 def plan_levels(reader: SlideReader, *, build_pyramid: bool = True,
-                pixel_encoding: TileEncoding = PIXEL_ENCODING) -> list[LevelPlan]:
+                pixel_codec: str = "csp") -> list[LevelPlan]:
     """Plan every container level for ``reader``'s slide.
 
     Stored levels are passed through where their encoding can be stored as is; otherwise their pixels are
@@ -65,7 +83,7 @@ def plan_levels(reader: SlideReader, *, build_pyramid: bool = True,
         plans.append(LevelPlan(
             index=i, mode="passthrough" if passthrough else "pixel", width=lv.width, height=lv.height,
             tile_width=lv.tile_width, tile_height=lv.tile_height, channels=lv.channels, dtype=lv.dtype,
-            encoding=lv.encoding if passthrough else pixel_encoding, source_level=i,
+            encoding=lv.encoding if passthrough else pixel_encoding_for(lv.dtype, pixel_codec), source_level=i,
             downsample=(base.width / lv.width, base.height / lv.height), size_t=size_t, size_z=size_z))
     if build_pyramid and len(reader.levels) == 1:
         for w, h in built_level_sizes(base.width, base.height, base.tile_width, base.tile_height):
@@ -73,6 +91,6 @@ def plan_levels(reader: SlideReader, *, build_pyramid: bool = True,
             plans.append(LevelPlan(
                 index=i, mode="built", width=w, height=h, tile_width=base.tile_width,
                 tile_height=base.tile_height, channels=base.channels, dtype=base.dtype,
-                encoding=pixel_encoding, source_level=None,
+                encoding=pixel_encoding_for(base.dtype, pixel_codec), source_level=None,
                 downsample=(base.width / w, base.height / h)))
     return plans
