@@ -44,6 +44,7 @@ from csp.readers.base import (
     TileEncoding,
 )
 from csp.readers.tiff_common import (
+    build_from_probe,
     decode_problem,
     has_tile_tags,
     icc_profile,
@@ -200,21 +201,7 @@ class PlaneTiffReader(SlideReader):
         CorruptSlideError
             The TIFF structure is damaged.
         """
-        tiff = probe.take_tiff()
-        if tiff is None:
-            detail = probe.tiff_error or "not a TIFF file"
-            if probe.looks_like_tiff:
-                raise CorruptSlideError(probe.path, detail)
-            raise UnsupportedFormatError(probe.path, detail)
-        try:
-            with quiet_tifffile():
-                return cls._build(probe.path, tiff)
-        except CspError:
-            tiff.close()
-            raise
-        except Exception as exc:  # tifffile raises many types on damaged structures
-            tiff.close()
-            raise CorruptSlideError(probe.path, f"TIFF structure unreadable: {exc}") from exc
+        return build_from_probe(probe, cls._build)
 
     # ---- pixels --------------------------------------------------------------------------------
     def read_tile_encoded(self, level: int, col: int, row: int) -> bytes | None:

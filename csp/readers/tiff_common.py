@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -343,6 +343,32 @@ def associated_image(name: str, page_index: int, page: Any) -> AssociatedImage:
     return AssociatedImage(name, *size, source_tag=f"tiff page {page_index}", icc_profile=icc_profile(page))
 
 
+R = TypeVar("R")
+
+
+def build_from_probe(probe: Any, build: Callable[[str, Any], R]) -> R:
+    """Take ownership of the probe's parsed TIFF and run ``build(path, tiff)`` on it.
+
+    The TIFF is closed again if building fails; a damaged structure becomes :class:`CorruptSlideError`,
+    a file that is not a TIFF :class:`UnsupportedFormatError`.
+    """
+    tiff = probe.take_tiff()
+    if tiff is None:
+        detail = probe.tiff_error or "not a TIFF file"
+        if probe.looks_like_tiff:
+            raise CorruptSlideError(probe.path, detail)
+        raise UnsupportedFormatError(probe.path, detail)
+    try:
+        with quiet_tifffile():
+            return build(probe.path, tiff)
+    except CspError:
+        tiff.close()
+        raise
+    except Exception as exc:  # tifffile raises many types on damaged structures
+        tiff.close()
+        raise CorruptSlideError(probe.path, f"TIFF structure unreadable: {exc}") from exc
+
+
 class TiffSlideReader(SlideReader):
     """Base of the TIFF readers: one owned :class:`tifffile.TiffFile`, tiles by ``os.pread``.
 
@@ -391,21 +417,7 @@ class TiffSlideReader(SlideReader):
         CorruptSlideError
             The TIFF structure is damaged.
         """
-        tiff = probe.take_tiff()
-        if tiff is None:
-            detail = probe.tiff_error or "not a TIFF file"
-            if probe.looks_like_tiff:
-                raise CorruptSlideError(probe.path, detail)
-            raise UnsupportedFormatError(probe.path, detail)
-        try:
-            with quiet_tifffile():
-                return cls._build(probe.path, tiff)
-        except CspError:
-            tiff.close()
-            raise
-        except Exception as exc:  # tifffile raises many types on damaged structures
-            tiff.close()
-            raise CorruptSlideError(probe.path, f"TIFF structure unreadable: {exc}") from exc
+        return build_from_probe(probe, cls._build)
 
     # ---- tile access ---------------------------------------------------------------------------
     def _check_open(self) -> None:
