@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import csp
-    from csp.cli.main import output_name
+    from csp.conversion.batch import output_name
 
     os.makedirs(args.out, exist_ok=True)
     dst = os.path.join(args.out, output_name(args.slide, "zip"))
