@@ -132,6 +132,13 @@ def test_ome_4d_series_is_5d(tmp_path: Path) -> None:
         lay = cr.levels[0].layout
         assert (lay.size_t, lay.size_z, lay.is_5d) == (7, 5, True)
         assert cr.tile_bytes(cr.levels[0], 0, 0, t=3, z=2) is not None
+    # re-converting the container keeps every plane (not only t=0, z=0)
+    again = tmp_path / "again.csp"
+    convert(out, again)
+    verify_container(again, source=out)
+    with csp.open_slide(again) as slide:
+        for t, z in ((0, 0), (3, 2), (6, 4)):
+            np.testing.assert_array_equal(slide.read_tile(0, 0, 0, t=t, z=z)[:167, :439, 0], ref[t, z])
 
 
 def test_source_slide_reads_planes() -> None:

@@ -14,7 +14,7 @@ from csp.readers.probe import Probe
 
 
 class ContainerSourceReader(SlideReader):
-    """Reads a complete CSP container through the fast path."""
+    """Reads a complete CSP container through the fast path (every plane of 5-D containers)."""
 
     name = "csp"
 
@@ -41,22 +41,26 @@ class ContainerSourceReader(SlideReader):
         self.levels = tuple(
             SourceLevel(a.layout.width, a.layout.height, a.layout.tile_width, a.layout.tile_height,
                         a.layout.channels, str(a.dtype), a.encoding) for a in self._cr.levels)
+        lay0 = self._cr.levels[0].layout
+        #: ``(T, Z)`` planes (format 1.1 5-D levels); the converter then reads every plane.
+        self.plane_shape = (lay0.size_t, lay0.size_z)
         icc = m.get("icc_profile")
         self.metadata = SlideMetadata(
             vendor=m.get("vendor", "csp"), mpp_x=m["mpp"]["x"], mpp_y=m["mpp"]["y"],
             objective_power=m.get("objective_power"), scan_date=m.get("scan_date"), scanner=m.get("scanner"),
             icc_profile=None if icc is None else spec.decode_config({"v": icc})["v"],
-            channel_names=tuple(m.get("channel_names", ())), provenance=m.get("provenance", {}))
+            channel_names=tuple(m.get("channel_names", ())), barcode=m.get("barcode"),
+            provenance=m.get("provenance", {}))
         self.properties = MappingProxyType(dict(m.get("properties", {})))
         self.associated = MappingProxyType({
             n: AssociatedImage(n, a.layout.width, a.layout.height, a.layout.channels, f"csp:{a.path}")
             for n, a in self._cr.associated.items()})
 
-    def read_tile_encoded(self, level: int, col: int, row: int) -> bytes | None:
-        return self._cr.tile_bytes(self._cr.levels[level], col, row)
+    def read_tile_encoded(self, level: int, col: int, row: int, *, t: int = 0, z: int = 0) -> bytes | None:
+        return self._cr.tile_bytes(self._cr.levels[level], col, row, t=t, z=z)
 
-    def read_tile(self, level: int, col: int, row: int) -> np.ndarray:
-        return self._cr.decode_tile(self._cr.levels[level], col, row)
+    def read_tile(self, level: int, col: int, row: int, *, t: int = 0, z: int = 0) -> np.ndarray:
+        return self._cr.decode_tile(self._cr.levels[level], col, row, t=t, z=z)
 
     def read_associated(self, name: str) -> np.ndarray:
         return self._cr.read_array(self._cr.associated[name])
