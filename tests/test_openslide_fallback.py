@@ -253,3 +253,16 @@ def test_premultiplied_rgb_inverts_openslide_python_exactly():
     rgba = np.frombuffer(buf, np.uint8).reshape(1, -1, 4)
     got = premultiplied_rgb(rgba)[0]
     np.testing.assert_array_equal(got, np.stack([c, (c + 1) // 2, c // 3], -1).astype(np.uint8))
+
+
+def test_vms_source_identity_hashes_every_data_file(converted_vms):
+    """The container's source record covers the JPEG files of the VMS, not only its INI index."""
+    import hashlib
+
+    vms, dst, _ = converted_vms
+    with csp.open_slide(dst) as s:
+        source = s.metadata["source"]
+    names = [f["name"] for f in source["files"]]
+    assert names == sorted(["slide.vms", "image0.jpg", "map.jpg", "macro.jpg"])
+    for f in source["files"]:
+        assert f["sha256"] == hashlib.sha256((vms.parent / f["name"]).read_bytes()).hexdigest()

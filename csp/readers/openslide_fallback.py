@@ -33,6 +33,7 @@ images are OpenSlide's ``associated_images`` as RGB.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import OrderedDict
 from ctypes import POINTER, c_uint32
@@ -292,6 +293,34 @@ class OpenSlideFallbackReader(SlideReader):
         except Exception as exc:
             raise CorruptSlideError(self.path, f"OpenSlide failed to read associated image {name!r}: {exc}") from exc
         return premultiplied_rgb(rgba)
+
+    def source_files(self) -> list[str]:
+        """The index file plus the data files of the multi-file formats OpenSlide reads.
+
+        Hamamatsu VMS/VMU: every ``*File*`` / ``MacroImage`` entry of the INI index; MIRAX: every file in
+        the folder named after the ``.mrxs`` file. Other formats: the file itself.
+        """
+        files = [self.path]
+        folder, name = os.path.split(os.path.abspath(self.path))
+        stem, ext = os.path.splitext(name)
+        if ext.lower() in (".vms", ".vmu"):
+            try:
+                with open(self.path, encoding="utf-8", errors="replace") as fh:
+                    lines = fh.read().splitlines()
+            except OSError:
+                return files
+            for line in lines:
+                key, sep, value = line.partition("=")
+                key, value = key.strip(), value.strip()
+                if sep and value and ("File" in key or key == "MacroImage"):
+                    p = os.path.join(folder, value)
+                    if os.path.isfile(p):
+                        files.append(p)
+        elif ext.lower() == ".mrxs" and os.path.isdir(os.path.join(folder, stem)):
+            data = os.path.join(folder, stem)
+            files += [os.path.join(data, n) for n in sorted(os.listdir(data))
+                      if os.path.isfile(os.path.join(data, n))]
+        return sorted(set(files))
 
     def close(self) -> None:
         """Close the OpenSlide handle and drop cached areas."""
