@@ -87,3 +87,18 @@ def test_output_name():
     assert output_name("/a/b/CMU-1.svs", "zip") == "CMU-1.csp"
     assert output_name("/a/b/x.ome.tiff", "dir") == "x.zarr"
     assert output_name("/a/folder/", "zip") == "folder.csp"
+
+
+def test_info_shows_channels_and_planes(tmp_path, capsys):
+    from tests.conftest import shared_file
+
+    src = shared_file("ome-tiff/4D-series.ome.tiff")
+    assert main(["convert", str(src), "-o", str(tmp_path), "-q"]) == 0
+    capsys.readouterr()
+    dst = tmp_path / "4D-series.csp"
+    assert main(["info", str(dst), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["axes"] == ["t", "c", "z", "y", "x"] and info["planes"] == {"t": 7, "z": 5}
+    assert info["dtype"] == "int8" and info["channels"] == 1
+    assert main(["info", str(dst)]) == 0
+    assert "7 time points x 5 z planes" in capsys.readouterr().out

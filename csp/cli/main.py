@@ -142,6 +142,13 @@ def describe(path: str) -> dict[str, Any]:
             info["converter"] = meta.get("converter")
             info["complete"] = slide.reader.completion is not None
             info["bytes"] = _container_bytes(path)
+            info["dtype"] = str(slide.dtype)
+            info["channels"] = slide.channel_count
+            info["channel_names"] = list(meta.get("channel_names", []))
+            info["axes"] = meta.get("axes", ["c", "y", "x"])
+            info["planes"] = meta.get("planes", {"t": 1, "z": 1})
+            if any(lv.get("encoding") == "jpeg_jxl" for lv in info["levels"]):
+                info["tier"] = "archive"
     return info
 
 
@@ -165,6 +172,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
               f"{'complete' if info['complete'] else 'INCOMPLETE'}")
     print(f"  size        {info['dimensions'][0]} x {info['dimensions'][1]} px, mpp {info['mpp'][0]} x "
           f"{info['mpp'][1]}, objective {info['objective_power']}")
+    if "dtype" in info:
+        names = f" ({', '.join(info['channel_names'])})" if info["channel_names"] else ""
+        planes = info["planes"]
+        print(f"  samples     {info['channels']} x {info['dtype']}{names}, axes {','.join(info['axes'])}"
+              + (f", {planes['t']} time points x {planes['z']} z planes" if info["axes"][0] == "t" else ""))
     print("  levels")
     for lv in info["levels"]:
         enc = f"  {lv['encoding']} ({lv['mode']})" if lv["encoding"] else ""
