@@ -540,3 +540,24 @@ def test_source_identity_lists_every_series_file(tmp_path: Path) -> None:
     assert source["size"] == sum((folder / n).stat().st_size for n in want)
     for f in source["files"]:
         assert f["sha256"] == hashlib.sha256((folder / f["name"]).read_bytes()).hexdigest()
+
+
+def test_further_focal_planes_are_counted_not_silently_lost() -> None:
+    """Frames sharing a tile position (further focal planes / optical paths) are counted; the first
+    frame per position is kept and the reader reports the others in ``csp.dicom.not-converted``."""
+    from types import SimpleNamespace
+
+    from csp.readers.dicom import _build_grid
+
+    class Fake:
+        columns, rows, n_frames, concat_offset = 32, 48, 3, 0
+
+        def frames(self):
+            return SimpleNamespace(count=3)
+
+        def sparse_positions(self):
+            return [(0, 0), (32, 0), (0, 0)]  # frame 3: a second focal plane of tile (0, 0)
+
+    grid = _build_grid([Fake()], 64, 48, "level 0")  # type: ignore[list-item]
+    assert grid.dropped == 1
+    assert grid.frame_index.tolist() == [[0, 1]]

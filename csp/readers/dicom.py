@@ -51,6 +51,8 @@ class _Grid:
     files: list[DicomFile]
     file_index: np.ndarray
     frame_index: np.ndarray
+    #: frames not placed because their tile position was already taken (further focal planes / paths)
+    dropped: int = 0
 
 
 def _sibling_files(folder: str) -> list[str]:
@@ -81,6 +83,7 @@ def _build_grid(files: list[DicomFile], width: int, height: int, what: str) -> _
     across, down = -(-width // tw), -(-height // th)
     file_index = np.full((down, across), -1, np.int32)
     frame_index = np.full((down, across), -1, np.int64)
+    dropped = 0
     for k, f in enumerate(files):
         table = f.frames()
         if table.count != f.n_frames:
@@ -114,7 +117,9 @@ def _build_grid(files: list[DicomFile], width: int, height: int, what: str) -> _
             if file_index[r, c] < 0:  # first frame wins (further focal planes / optical paths ignored)
                 file_index[r, c] = k
                 frame_index[r, c] = fr
-    return _Grid(files, file_index, frame_index)
+            else:
+                dropped += 1
+    return _Grid(files, file_index, frame_index, dropped)
 
 
 def _iso_datetime(value: str, tz: str | None = None) -> str | None:
@@ -366,7 +371,12 @@ class DicomReader(SlideReader):
         self.levels = tuple(levels)
         base_ds = self._grids[0].files[0].ds
         self.metadata = dicom_metadata(base_ds)
-        self.properties = MappingProxyType(dicom_properties(base_ds))
+        props = dicom_properties(base_ds)
+        dropped = sum(g.dropped for g in self._grids)
+        if dropped:  # say so rather than lose them silently
+            props["csp.dicom.not-converted"] = (
+                f"{dropped} frames of further focal planes / optical paths (the first one per tile is kept)")
+        self.properties = MappingProxyType(props)
         self._assoc: dict[str, tuple[SourceLevel, _Grid]] = {}
         images: dict[str, AssociatedImage] = {}
         for f in sorted(assoc, key=lambda f: (f.instance_number, f.path)):
