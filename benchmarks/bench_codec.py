@@ -11,7 +11,11 @@ Single core, one run: every codec encodes and decodes the same decoded tiles.
 
 Usage::
 
-    python benchmarks/bench_codec.py [--slides DIR] [--repeat N] [--max-tiles N] [--out FILE.md]
+    python benchmarks/bench_codec.py [--slides DIR] [--repeat N] [--max-tiles N] [--out FILE.md] [--json FILE]
+
+CSP rows are given per bitstream version (``v1``, ``v2``) and implementation (C, Numba); ``--json``
+writes the tables as ``{"description": str, "tables": {name: {"columns": [...], "rows": [...]}}}``
+(rendered by ``benchmarks/report.py``; the project keeps them in ``benchmarks/results/codec.json``).
 
 Speeds are megapixels (tile pixels, all channels together) per second, best of ``--repeat`` passes;
 bits per pixel = 8 * bytes / pixels. Every round trip is verified pixel by pixel.
@@ -20,6 +24,8 @@ bits per pixel = 8 * bytes / pixels. Every round trip is verified pixel by pixel
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import os
 import time
 from collections.abc import Callable
@@ -73,9 +79,11 @@ def codecs() -> dict[str, tuple[Callable[[np.ndarray], bytes], Callable[[bytes],
 
     impls = lossless.implementations()
     out = {}
-    if "c" in impls:
-        out["csp (C)"] = (impls["c"].encode, impls["c"].decode)
-    out["csp (Numba)"] = (impls["numba"].encode, impls["numba"].decode)
+    for version in (1, 2):
+        for key, label in (("c", "C"), ("numba", "Numba")):
+            if key in impls:
+                impl = impls[key]
+                out[f"csp v{version} ({label})"] = (functools.partial(impl.encode, version=version), impl.decode)
     out["JPEG XL e3"] = (lambda t: imagecodecs.jpegxl_encode(t, lossless=True, effort=3, numthreads=1),
                          lambda b: imagecodecs.jpegxl_decode(b, numthreads=1))
     out["JPEG-LS"] = (imagecodecs.jpegls_encode, imagecodecs.jpegls_decode)
@@ -126,6 +134,22 @@ def table(title: str, rows: list[dict[str, object]], source_bytes: int | None = 
     return "\n".join(lines) + "\n"
 
 
+COLUMNS = ["codec", "bits/pixel", "encode MP/s", "decode MP/s"]
+
+
+def json_table(rows: list[dict[str, object]], source_bytes: int | None = None) -> dict[str, object]:
+    """A :func:`measure` table in the ``benchmarks/report.py`` JSON format."""
+    cols = COLUMNS + (["size / source file"] if source_bytes else [])
+    out = []
+    for r in rows:
+        row = {"codec": r["codec"], "bits/pixel": round(float(r["bpp"]), 3),  # type: ignore[arg-type]
+               "encode MP/s": round(float(r["enc"]), 1), "decode MP/s": round(float(r["dec"]), 1)}  # type: ignore[arg-type]
+        if source_bytes:
+            row["size / source file"] = round(int(r["bytes"]) / source_bytes, 3)  # type: ignore[call-overload]
+        out.append(row)
+    return {"columns": cols, "rows": out}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print (and optionally write) the Markdown tables."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -133,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--max-tiles", type=int, default=10**6)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--json", type=Path, help="also write the tables as JSON (report.py format)")
     args = ap.parse_args(argv)
     try:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # single core
@@ -142,19 +167,29 @@ def main(argv: list[str] | None = None) -> int:
 
     parts = [(f"CSP lossless codec benchmark (implementation used by default: {lossless.IMPLEMENTATION}; "
               f"imagecodecs {imagecodecs.__version__}; single core, best of {args.repeat})\n")]
+    tables: dict[str, object] = {}
+
+    def add(title: str, rows: list[dict[str, object]], source_bytes: int | None = None) -> None:
+        parts.append(table(title, rows, source_bytes))
+        tables[title] = json_table(rows, source_bytes)
+        print(parts[-1], flush=True)
+
     tiles = svs_tiles(args.slides, args.max_tiles)
-    parts.append(table(f"CMU-1-Small-Region.svs, {len(tiles)} decoded 240x240 RGB tiles", measure(tiles, args.repeat)))
+    add(f"CMU-1-Small-Region.svs, {len(tiles)} decoded 240x240 RGB tiles", measure(tiles, args.repeat))
     jtiles = j2k_tiles(args.slides, args.max_tiles)
     if jtiles:
-        parts.append(table(f"tcga-cr-7395-01a-01-ts1.svs (JPEG 2000 H&E), {len(jtiles)} decoded 240x240 RGB tiles",
-                           measure(jtiles, args.repeat)))
+        add(f"tcga-cr-7395-01a-01-ts1.svs (JPEG 2000 H&E), {len(jtiles)} decoded 240x240 RGB tiles",
+            measure(jtiles, args.repeat))
     qtiles, src = qptiff_tiles(args.slides, args.max_tiles)
-    parts.append(table(f"small_vectra.qptiff, {len(qtiles)} tiles 240x240x3 (uint8 multiplex)",
-                       measure(qtiles, args.repeat), src if args.max_tiles >= 10**6 else None))
+    add(f"small_vectra.qptiff, {len(qtiles)} tiles 240x240x3 (uint8 multiplex)",
+        measure(qtiles, args.repeat), src if args.max_tiles >= 10**6 else None)
     text = "\n".join(parts)
-    print(text)
     if args.out:
         args.out.write_text(text)
+    if args.json:
+        desc = (f"{parts[0].strip()}. MP/s = megapixels (all channels of a pixel together) per second; "
+                "csp v1/v2 = bitstream version; every round trip verified pixel by pixel.")
+        args.json.write_text(json.dumps({"description": desc, "tables": tables}, indent=1) + "\n")
     return 0
 
 

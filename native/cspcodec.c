@@ -1,4 +1,4 @@
-/* CSP lossless predictive pixel codec, bitstream version 1.
+/* CSP lossless predictive pixel codec, bitstream version 1 (version 2: cspcodec2.c, included at the end).
  *
  * The bitstream is defined by csp/codecs/lossless/reference.py and described in docs/codec.md; this
  * file must produce and accept exactly the same bytes. No global mutable state; every call owns its
@@ -590,8 +590,12 @@ static int parse_header(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, i
     return CSP_OK;
 }
 
+static int v2_parse_header(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, int64_t *c, int *bps, int *xform);
+static int csp_decode2(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes);
+
 int csp_decode_info(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, int64_t *c, int *bps) {
     int xf;
+    if (src && n >= HEADER_SIZE && src[4] == 2) return v2_parse_header(src, n, h, w, c, bps, &xf);
     return parse_header(src, n, h, w, c, bps, &xf);
 }
 
@@ -846,6 +850,7 @@ static int decode_plane(const uint8_t *body, const plane_desc_t *D, int64_t h, i
 
 int csp_decode(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes) {
     int64_t h, w, c; int bps, xform;
+    if (src && n >= HEADER_SIZE && src[4] == 2) return csp_decode2(src, n, dst, dst_bytes);
     int rc = parse_header(src, n, &h, &w, &c, &bps, &xform);
     if (rc) return rc;
     if (!dst || dst_bytes != h * w * c * bps) return CSP_E_OUTSIZE;
@@ -891,3 +896,6 @@ done:
     free(P); free(T);
     return rc;
 }
+
+/* bitstream version 2 (shares the helpers above) */
+#include "cspcodec2.c"

@@ -1,4 +1,5 @@
-/* CSP lossless predictive pixel codec, bitstream version 1 (see docs/codec.md).
+/* CSP lossless predictive pixel codec, bitstream versions 1 and 2 (see docs/codec.md);
+ * csp_decode and csp_decode_info accept both versions.
  *
  * Thread-safe, no global state: every call allocates (and frees) its own scratch memory.
  * All functions return >= 0 on success and a negative CSP_E* code on failure.
@@ -26,6 +27,9 @@ int64_t csp_encode_bound(int64_t h, int64_t w, int64_t c, int bps);
 /* Encode interleaved little/native-endian samples src[h][w][c] (uint8 when bps == 1, uint16 when
  * bps == 2) into dst (capacity cap). Returns the stream size or a negative error code. */
 int64_t csp_encode(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap);
+
+/* Encode like csp_encode, in bitstream version 2 (faster to decode and encode; see docs/codec.md). */
+int64_t csp_encode2(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap);
 
 /* Read the shape of a stream (checks magic, version, checksum and sizes). */
 int csp_decode_info(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, int64_t *c, int *bps);

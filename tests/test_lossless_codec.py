@@ -54,29 +54,32 @@ small_tile_args = st.tuples(
 FAST_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _roundtrip(impl, tile: np.ndarray) -> bytes:
-    data = impl.encode(tile)
+def _roundtrip(impl, tile: np.ndarray, version: int = 1) -> bytes:
+    data = impl.encode(tile, version)
     back = impl.decode(data)
     assert back.shape == tile.shape and back.dtype == tile.dtype
     np.testing.assert_array_equal(back, tile)
     return data
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @FAST_SETTINGS
 @given(tile_args)
-def test_fast_implementations_round_trip_and_agree(args) -> None:
+def test_fast_implementations_round_trip_and_agree(version: int, args) -> None:
     h, w, c, dtype, pattern, seed = args
     tile = make_tile((h, w, c), dtype, pattern, seed)
-    streams = {name: _roundtrip(impl, tile) for name, impl in FAST.items()}
+    streams = {name: _roundtrip(impl, tile, version) for name, impl in FAST.items()}
+    assert all(d[4] == version for d in streams.values())
     assert len(set(streams.values())) == 1, "C and Numba encoders must produce identical bytes"
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @settings(max_examples=20, deadline=None)
 @given(small_tile_args)
-def test_reference_round_trip_and_cross_decoding(args) -> None:
+def test_reference_round_trip_and_cross_decoding(version: int, args) -> None:
     h, w, c, dtype, pattern, seed = args
     tile = make_tile((h, w, c), dtype, pattern, seed)
-    streams = {name: impl.encode(tile) for name, impl in IMPLS.items()}
+    streams = {name: impl.encode(tile, version) for name, impl in IMPLS.items()}
     assert len(set(streams.values())) == 1, "all encoders must produce identical bytes"
     for enc_name, data in streams.items():
         for dec_name, impl in IMPLS.items():
@@ -87,15 +90,38 @@ def test_reference_round_trip_and_cross_decoding(args) -> None:
 
 @pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-def test_cross_decoding_full_tile(pattern: str, dtype: type) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_cross_decoding_full_tile(pattern: str, dtype: type, version: int) -> None:
     tile = make_tile((240, 240, 3), dtype, pattern, 7)
     for enc_name, enc in FAST.items():
-        data = enc.encode(tile)
+        data = enc.encode(tile, version)
         for dec_name, dec in FAST.items():
             np.testing.assert_array_equal(dec.decode(data), tile, err_msg=f"{enc_name} -> {dec_name}")
-    # the reference decodes a fast encoder's stream of a smaller crop (it is slow)
+    # the reference decodes a fast encoder's stream of a smaller crop (it is slow) and writes the same bytes
     crop = np.ascontiguousarray(tile[:40, :33])
-    np.testing.assert_array_equal(reference.decode(next(iter(FAST.values())).encode(crop)), crop)
+    data = next(iter(FAST.values())).encode(crop, version)
+    np.testing.assert_array_equal(reference.decode(data), crop)
+    assert reference.encode(crop, version) == data
+
+
+@pytest.mark.parametrize("pattern", ["edges", "noise", "gradient"])
+def test_v2_wide_rows_and_channel_groups(pattern: str) -> None:
+    """Rows over 1024 samples take the C decoder's clamped reconstruction; 4 and 7 channels mix groups
+    of three planes with single planes."""
+    for shape, dtype in (((3, 1100, 3), np.uint16), ((5, 9, 4), np.uint8), ((4, 6, 7), np.uint16)):
+        tile = make_tile(shape, dtype, pattern, 11)
+        streams = {name: _roundtrip(impl, tile, 2) for name, impl in FAST.items()}
+        assert len(set(streams.values())) == 1
+        data = next(iter(streams.values()))
+        rng = np.random.default_rng(3)
+        for _ in range(8):  # damaged payloads fail cleanly or decode to a tile of the right shape
+            i = int(rng.integers(60, len(data)))
+            bad = data[:i] + bytes([data[i] ^ (1 << int(rng.integers(8)))]) + data[i + 1:]
+            for impl in FAST.values():
+                try:
+                    assert impl.decode(bad).shape == tile.shape
+                except CodecError:
+                    pass
 
 
 def test_two_dimensional_input_is_one_channel() -> None:
@@ -121,14 +147,33 @@ def test_decode_into_out() -> None:
     with pytest.raises(CodecError):
         lossless.decode(data, np.zeros((31, 17, 3), np.uint16))
     assert lossless.stream_info(data) == ((31, 17, 2), np.dtype(np.uint16))
+    data2 = lossless.encode(tile, version=2)
+    assert data2[4] == 2 and lossless.stream_info(data2) == ((31, 17, 2), np.dtype(np.uint16))
+    out[...] = 0
+    assert lossless.decode(data2, out) is out
+    np.testing.assert_array_equal(out, tile)
+    with pytest.raises(CodecError, match="version"):
+        lossless.encode(tile, version=3)
 
 
 # ------------------------------------------------------------------------------------- golden streams
 GOLDEN = sorted(p.stem for p in FIXTURES.glob("*.csp"))
+GOLDEN_V2 = sorted(p.stem for p in (FIXTURES / "v2").glob("*.csp"))
 
 
 def test_golden_fixtures_present() -> None:
     assert len(GOLDEN) >= 5
+    assert GOLDEN_V2 == GOLDEN
+
+
+@pytest.mark.parametrize("name", GOLDEN_V2)
+def test_golden_v2_fixture_decodes(name: str) -> None:
+    data = (FIXTURES / "v2" / f"{name}.csp").read_bytes()
+    expected = np.load(FIXTURES / f"{name}.npy")
+    assert data[4] == 2
+    for impl_name, impl in IMPLS.items():
+        np.testing.assert_array_equal(impl.decode(data), expected, err_msg=impl_name)
+        assert impl.encode(expected, 2) == data, impl_name  # bitstream version 2 is frozen
 
 
 @pytest.mark.parametrize("name", GOLDEN)
@@ -153,9 +198,9 @@ def _damaged(data: bytes, mode: str, where: int, bit: int) -> bytes:
 
 @settings(max_examples=60, deadline=None)
 @given(st.sampled_from(GOLDEN), st.sampled_from(["truncate", "extend", "flip"]), st.integers(0, 10**6),
-       st.integers(0, 7))
-def test_damaged_streams_fail_cleanly(name: str, mode: str, where: int, bit: int) -> None:
-    data = (FIXTURES / f"{name}.csp").read_bytes()
+       st.integers(0, 7), st.sampled_from(["", "v2"]))
+def test_damaged_streams_fail_cleanly(name: str, mode: str, where: int, bit: int, sub: str) -> None:
+    data = (FIXTURES / sub / f"{name}.csp").read_bytes()
     expected = np.load(FIXTURES / f"{name}.npy")
     bad = _damaged(data, mode, where, bit)
     for impl_name, impl in IMPLS.items():
@@ -177,7 +222,7 @@ def test_header_checksum_and_version_are_checked() -> None:
             with pytest.raises(CodecError, match="header|truncated|size"):
                 impl.decode(bytes(bad))
         bad = bytearray(data)
-        bad[4] = 2
+        bad[4] = 3
         with pytest.raises(CodecError, match="version"):
             impl.decode(bytes(bad))
         with pytest.raises(CodecError, match="magic"):
@@ -210,14 +255,14 @@ def test_c_decoder_under_valgrind(tmp_path: Path) -> None:
                     str(REPO / "native" / "csp_decode_harness.c"), "-o", str(exe)], check=True)
     rng = np.random.default_rng(5)
     files = []
-    for name in GOLDEN:
+    for name in [*GOLDEN, *(f"v2/{n}" for n in GOLDEN_V2)]:
         data = (FIXTURES / f"{name}.csp").read_bytes()
         variants = [data, data[: len(data) // 2], data[:-1]]
         for _ in range(6):
             i = int(rng.integers(60, len(data)))
             variants.append(data[:i] + bytes([data[i] ^ (1 << int(rng.integers(8)))]) + data[i + 1:])
         for k, v in enumerate(variants):
-            p = tmp_path / f"{name}-{k}.csp"
+            p = tmp_path / f"{name.replace('/', '-')}-{k}.csp"
             p.write_bytes(v)
             files.append(str(p))
     res = subprocess.run(["valgrind", "--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=all",
@@ -225,14 +270,14 @@ def test_c_decoder_under_valgrind(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-4000:]
     codes = [int(line.split()[-1]) for line in res.stdout.splitlines()]
     assert len(codes) == len(files)
-    assert codes[:: 3 + 6][: len(GOLDEN)] == [0] * len(GOLDEN)  # the intact streams decode
+    assert codes[:: 3 + 6] == [0] * (len(GOLDEN) + len(GOLDEN_V2))  # the intact streams decode
     assert any(c < 0 for c in codes)
 
 
 # ------------------------------------------------------------------------------------- integration
 def test_threads_decode_concurrently() -> None:
-    tiles = [make_tile((64, 64, 3), np.uint8, p, i) for i, p in enumerate(PATTERNS)]
-    streams = [lossless.encode(t) for t in tiles]
+    tiles = [make_tile((64, 64, 3), np.uint8, p, i) for i, p in enumerate(PATTERNS)] * 2
+    streams = [lossless.encode(t, version=1 + k // len(PATTERNS)) for k, t in enumerate(tiles)]  # v1 and v2
     errors: list[str] = []
 
     def work(k: int) -> None:

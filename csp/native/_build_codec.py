@@ -20,6 +20,7 @@ NATIVE = ROOT / "native"
 CDEF = """
 int64_t csp_encode_bound(int64_t h, int64_t w, int64_t c, int bps);
 int64_t csp_encode(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap);
+int64_t csp_encode2(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap);
 int csp_decode_info(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, int64_t *c, int *bps);
 int csp_decode(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes);
 """
@@ -34,6 +35,7 @@ def make_ffi(absolute: bool = False) -> FFI:
         "csp.native._cspcodec",
         '#include "cspcodec.h"',
         sources=[str(src)],
+        depends=[str(src.with_name("cspcodec2.c")), str(src.with_name("cspcodec.h"))],
         include_dirs=[str(NATIVE if absolute else Path("native"))],
         extra_compile_args=["-O3", "-std=c99"] if sys.platform != "win32" else ["/O2"],
     )

@@ -16,10 +16,10 @@ from types import ModuleType
 
 import numpy as np
 
-from csp.codecs.lossless import reference
+from csp.codecs.lossless import reference, reference_v2
 from csp.codecs.lossless.reference import MAGIC, VERSION, parse_header
 
-__all__ = ["IMPLEMENTATION", "MAGIC", "VERSION", "decode", "encode", "implementations", "stream_info"]
+__all__ = ["DEFAULT_VERSION", "IMPLEMENTATION", "MAGIC", "VERSION", "decode", "encode", "implementations", "stream_info"]
 
 
 def _load_fast() -> tuple[str, ModuleType]:
@@ -57,15 +57,20 @@ def implementations() -> dict[str, ModuleType]:
     return out
 
 
-def encode(tile: np.ndarray) -> bytes:
-    """Encode a ``(H, W, C)`` or ``(H, W)`` uint8/uint16 tile losslessly.
+#: bitstream version written by :func:`encode` by default (both versions are always decoded)
+DEFAULT_VERSION = 1
+
+
+def encode(tile: np.ndarray, version: int | None = None) -> bytes:
+    """Encode a ``(H, W, C)`` or ``(H, W)`` uint8/uint16 tile losslessly in bitstream ``version``
+    (1 or 2; :data:`DEFAULT_VERSION` when None).
 
     Raises
     ------
     CodecError
         Unsupported dtype or shape.
     """
-    return _IMPL.encode(tile)
+    return _IMPL.encode(tile, DEFAULT_VERSION if version is None else version)
 
 
 def decode(data: bytes | bytearray | memoryview | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -87,5 +92,9 @@ def decode(data: bytes | bytearray | memoryview | np.ndarray, out: np.ndarray | 
 
 def stream_info(data: bytes | bytearray | memoryview | np.ndarray) -> tuple[tuple[int, int, int], np.dtype]:
     """``((H, W, C), dtype)`` of a stream (validates magic, version, header checksum and sizes)."""
-    shape, dtype, _, _ = parse_header(memoryview(data).cast("B") if not isinstance(data, bytes) else data)
+    raw = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+    if len(raw) > 4 and raw[4] == 2:
+        shape, dtype, _, _ = reference_v2.parse_header(raw)
+        return shape, dtype
+    shape, dtype, _, _ = parse_header(raw)
     return shape, dtype

@@ -32,8 +32,10 @@ def _error(code: int) -> CodecError:
     return CodecError(None, f"csp codec (C): {_ERRORS.get(code, f'error {code}')}")
 
 
-def encode(tile: np.ndarray) -> bytes:
-    """Encode a ``(H, W, C)`` or ``(H, W)`` uint8/uint16 tile."""
+def encode(tile: np.ndarray, version: int = 1) -> bytes:
+    """Encode a ``(H, W, C)`` or ``(H, W)`` uint8/uint16 tile in bitstream ``version`` (1 or 2)."""
+    if version not in (1, 2):
+        raise CodecError(None, f"csp codec: cannot write bitstream version {version}")
     arr = np.ascontiguousarray(check_tile(tile))
     if arr.dtype.byteorder == ">":  # pragma: no cover - big-endian input
         arr = arr.astype(arr.dtype.newbyteorder("="))
@@ -43,7 +45,8 @@ def encode(tile: np.ndarray) -> bytes:
     if bound < 0:
         raise _error(bound)
     out = bytearray(bound)
-    n = int(lib.csp_encode(ffi.from_buffer(arr), h, w, c, bps, ffi.from_buffer(out), bound))
+    fn = lib.csp_encode if version == 1 else lib.csp_encode2
+    n = int(fn(ffi.from_buffer(arr), h, w, c, bps, ffi.from_buffer(out), bound))
     if n < 0:
         raise _error(n)
     del out[n:]

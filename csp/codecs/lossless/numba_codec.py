@@ -502,8 +502,14 @@ def _encode_kernel(src, maxv, act0, act1, lvlt, descs, out, pos0):
     return pos, xform
 
 
-def encode(tile: np.ndarray) -> bytes:
-    """Encode a ``(H, W, C)`` or ``(H, W)`` uint8/uint16 tile (Numba implementation)."""
+def encode(tile: np.ndarray, version: int = 1) -> bytes:
+    """Encode a ``(H, W, C)`` or ``(H, W)`` uint8/uint16 tile in bitstream ``version`` (Numba)."""
+    if version == 2:
+        from csp.codecs.lossless import numba_v2
+
+        return numba_v2.encode(tile)
+    if version != 1:
+        raise CodecError(None, f"csp codec: cannot write bitstream version {version}")
     arr = np.ascontiguousarray(check_tile(tile))
     h, w, c = arr.shape
     is16 = arr.dtype == np.uint16
@@ -752,8 +758,12 @@ def _decode_kernel(data, descs, h, w, c, xform, maxv, off, act0, act1, lvlt, out
 
 
 def decode(data: bytes | bytearray | memoryview | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Decode a stream to its ``(H, W, C)`` tile (Numba implementation)."""
+    """Decode a stream (version 1 or 2) to its ``(H, W, C)`` tile (Numba implementation)."""
     buf = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
+    if buf.size > 4 and buf[4] == 2:
+        from csp.codecs.lossless import numba_v2
+
+        return numba_v2.decode(buf, out)
     (h, w, c), dtype, xform, planes = parse_header(memoryview(buf))
     if out is None:
         out = np.empty((h, w, c), dtype)

@@ -461,8 +461,14 @@ def check_tile(tile: np.ndarray) -> np.ndarray:
     return arr
 
 
-def encode(tile: np.ndarray) -> bytes:
-    """Encode a ``(H, W, C)`` or ``(H, W)`` uint8/uint16 tile (reference implementation)."""
+def encode(tile: np.ndarray, version: int = 1) -> bytes:
+    """Encode a ``(H, W, C)`` or ``(H, W)`` uint8/uint16 tile in bitstream ``version`` (reference)."""
+    if version == 2:
+        from csp.codecs.lossless import reference_v2
+
+        return reference_v2.encode(tile)
+    if version != 1:
+        raise CodecError(None, f"csp codec: cannot write bitstream version {version}")
     arr = check_tile(tile)
     h, w, c = arr.shape
     is16 = arr.dtype == np.uint16
@@ -635,8 +641,12 @@ def _decode_plane(body: bytes, desc: tuple[int, ...], h: int, w: int, lo: int, h
 
 
 def decode(data: bytes | bytearray | memoryview) -> np.ndarray:
-    """Decode a stream to its ``(H, W, C)`` tile (reference implementation)."""
+    """Decode a stream (version 1 or 2) to its ``(H, W, C)`` tile (reference implementation)."""
     raw = bytes(data)
+    if len(raw) > 4 and raw[4] == 2:
+        from csp.codecs.lossless import reference_v2
+
+        return reference_v2.decode(raw)
     (h, w, c), dtype, xform, planes = parse_header(raw)
     maxv = 65535 if dtype == np.uint16 else 255
     pos = HEADER.size + PLANE.size * c + 4
