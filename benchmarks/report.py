@@ -146,13 +146,14 @@ def archive_section(a: dict[str, Any]) -> list[str]:
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> list[str]:
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
-        out.append("| " + " | ".join(_cell(row.get(c)) for c in cols) + " |")
+        out.append("| " + " | ".join(_cell(row.get(c), c) for c in cols) + " |")
     return out
 
 
-def _cell(v: Any) -> str:
+def _cell(v: Any, column: str = "") -> str:
     if isinstance(v, float):
-        return _fmt(v) if abs(v) >= 1 else f"{v:.3f}"
+        precise = any(k in column for k in ("bits", "bpp", "size", "ratio", "/ source"))
+        return f"{v:.3f}" if precise else f"{v:,.1f}"
     if isinstance(v, int):
         return f"{v:,}"
     return "" if v is None else str(v)
