@@ -22,6 +22,7 @@ import pytest
 import csp
 from csp.cli.main import main
 from csp.codecs import get_tile_codec
+from csp.codecs import jpeg_archive as ja
 from csp.codecs.jpeg_archive import (
     ADOBE_RGB_APP14,
     TAG_ADOBE,
@@ -58,8 +59,9 @@ def _tiles(reader, i, lv):
             yield col, row, reader.read_tile_encoded(i, col, row)
 
 
-@pytest.mark.parametrize("rel", JPEG_SLIDES)
-def test_every_jpeg_tile_round_trips_byte_exact(rel):
+# the NDPI slide's 3.3 MB take ~10 s at the archive's effort 9: there libjxl's faster default is used
+@pytest.mark.parametrize(("rel", "effort"), [(r, 7 if r.startswith("ndpi/") else None) for r in JPEG_SLIDES])
+def test_every_jpeg_tile_round_trips_byte_exact(rel, effort):
     src = shared_file(rel)
     with open_source(src) as reader:
         levels = list(_jpeg_levels(reader))
@@ -67,7 +69,7 @@ def test_every_jpeg_tile_round_trips_byte_exact(rel):
         jxl = tiles = src_bytes = stored_bytes = 0
         for i, lv in levels:
             samples = [t for _c, _r, t in _tiles(reader, i, lv)][:8]
-            codec = get_tile_codec(archive_encoding(lv.encoding, samples))
+            codec = get_tile_codec(archive_encoding(lv.encoding, samples, effort=effort))
             jpeg = get_tile_codec(lv.encoding)
             shape = (lv.tile_height, lv.tile_width, lv.channels)
             for col, row, data in _tiles(reader, i, lv):
@@ -151,15 +153,77 @@ def test_corrupt_archive_tile_raises_codec_error():
             no_prefix.restore(stored)
 
 
-@pytest.mark.skipif(not effort_available(9), reason="pillow-jxl-plugin not installed")
+@pytest.mark.skipif(not effort_available(9), reason="no libjxl encoder with an effort setting here")
 def test_higher_effort_is_still_byte_exact():
     data = _pil_jpeg()
-    default = get_tile_codec(archive_encoding(TileEncoding("jpeg", {}), [data]))
+    fast = get_tile_codec(archive_encoding(TileEncoding("jpeg", {}), [data], effort=7))
     high = get_tile_codec(archive_encoding(TileEncoding("jpeg", {}), [data], effort=9))
-    assert high.encoding.config["effort"] == 9
-    stored = high.pack(data)
-    assert high.restore(stored) == data
-    assert len(stored) <= len(default.pack(data))  # the default is one of the per-tile candidates
+    assert fast.encoding.config["effort"] is None and high.encoding.config["effort"] == 9
+    for codec in (fast, high):
+        stored = codec.pack(data)
+        assert tile_kind(stored) == "jxl" and codec.restore(stored) == data
+        assert fast.restore(stored) == data  # decoding does not depend on the effort
+
+
+needs_libjxl = pytest.mark.skipif(ja._libjxl_encoder() is None, reason="libjxl shared library not found")
+
+
+@needs_libjxl
+def test_ctypes_encoder_matches_imagecodecs_and_is_the_default():
+    src = shared_file(SVS)
+    with open_source(src) as reader:
+        lv = reader.levels[0]
+        tiles = [reader.read_tile_encoded(0, c, 1) for c in range(3)]
+    enc = archive_encoding(lv.encoding, tiles)
+    assert enc.config["effort"] == ja.ARCHIVE_EFFORT == ja.default_archive_effort()
+    codec = get_tile_codec(enc)
+    lib = ja._libjxl_encoder()
+    for data in tiles:
+        full, _flags = codec.prepare(data)
+        # same library, same settings: byte-identical to imagecodecs at libjxl's default effort
+        assert lib(full, ja.DEFAULT_EFFORT) == bytes(imagecodecs.jpegxl_encode_jpeg(full, numthreads=1))
+        high = lib(full, 9)
+        assert bytes(imagecodecs.jpegxl_decode_jpeg(high)) == full
+        assert lib(full, 9, chunk=100) == high  # output gathered over many small buffers
+        stored = codec.pack(data)
+        assert codec.restore(stored) == data
+        assert len(stored) < len(data) * 0.8
+
+
+def test_without_libjxl_the_default_effort_is_used(monkeypatch):
+    monkeypatch.setattr(ja, "_libjxl_encoder", lambda: None)
+    monkeypatch.setattr(ja, "_effort_encoder", lambda effort: None)
+    assert ja.default_archive_effort() == ja.DEFAULT_EFFORT and not effort_available(9)
+    data = _pil_jpeg()
+    codec = get_tile_codec(archive_encoding(TileEncoding("jpeg", {}), [data], effort=9))
+    assert codec.encoding.config["effort"] is None
+    stored = codec.pack(data)
+    assert tile_kind(stored) == "jxl" and codec.restore(stored) == data
+
+
+def test_prefix_reaches_into_the_codestream_and_old_prefixes_still_read():
+    tiles = [_pil_jpeg(seed) for seed in (3, 4, 5)]
+    enc = archive_encoding(TileEncoding("jpeg", {}), tiles, tiles=8)
+    prefix = enc.config["prefix"]
+    codec = get_tile_codec(enc)
+    for data in tiles:
+        stored = codec.pack(data)
+        assert stored[0] & TAG_PREFIX and codec.restore(stored) == data
+        whole = prefix + stored[1:]
+        last = ja.jxl_boxes(whole)[-1]
+        assert whole[last[1]:last[1] + 4] == bytes(4)  # the last box is opened: its header is shared
+        assert whole[last[1] + 4:last[1] + 8] in (b"jxlc", b"jxlp")
+        assert len(prefix) > last[1] + 8  # the codestream's first bytes are shared too
+    # a one-sample prefix cannot tell shared codestream bytes from this tile's: boxes before it only
+    one = ja.jxl_header_prefix([ja.open_last_box(ja._recompress(codec.prepare(tiles[0])[0], None))])
+    assert one and len(one) <= ja.jxl_boxes(prefix + codec.pack(tiles[0])[1:])[-1][1]
+    # containers written before the codestream was shared: prefix = boxes before it, sized last box
+    data = tiles[1]
+    stream = ja._recompress(codec.prepare(data)[0], None)
+    cut = ja.jxl_boxes(stream)[-1][1]
+    old = get_tile_codec(TileEncoding("jpeg_jxl", {"prefix": stream[:cut]}))
+    assert old.restore(bytes([TAG_JXL | TAG_PREFIX]) + stream[cut:]) == data
+    assert old.restore(bytes([TAG_JXL]) + stream) == data
 
 
 @pytest.fixture(scope="module")
@@ -245,8 +309,9 @@ def test_repack_in_place_cli(containers, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("rel", ["dicom/cmu-1-small-region", "ndpi/test3-DAPI-2-(387).ndpi"])
-def test_archive_conversion_of_other_vendors(rel, tmp_path):
+def test_archive_conversion_of_other_vendors(rel, tmp_path, monkeypatch):
     src = shared_file(rel)
+    monkeypatch.setattr(ja, "ARCHIVE_EFFORT", ja.DEFAULT_EFFORT)  # the fast effort: this tests the plumbing
     res = csp.convert(src, tmp_path / "a.csp", profile="archive")  # verified against the source
     assert res.verified and any(lv["encoding"] == "jpeg_jxl" for lv in res.levels)
     report = csp.verify(tmp_path / "a.csp", source=src)
@@ -290,3 +355,24 @@ def test_failed_repack_leaves_the_container_untouched(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["s.zarr"]
     with ContainerReader(path) as cr, pytest.raises(CodecError):  # the damaged tile does not decode
         cr.decode_tile(cr.levels[0], 0, 0)
+
+
+def test_convert_archive_effort_option(tmp_path):
+    """``csp convert --profile archive --archive-effort 7`` records and uses that effort; the default is
+    the archive default; both rebuild the source bytes exactly."""
+    from csp.codecs.jpeg_archive import default_archive_effort
+
+    src = shared_file(SVS)
+    assert main(["convert", str(src), "-o", str(tmp_path / "e7"), "--profile", "archive",
+                 "--archive-effort", "7", "-q"]) == 0
+    with ContainerReader(tmp_path / "e7" / "CMU-1-Small-Region.csp") as cr:
+        assert cr.levels[0].encoding.config["effort"] is None  # 7 = libjxl's default, recorded as None
+        e7 = sum(len(cr.tile_bytes(cr.levels[0], c, r) or b"") for c, r in cr.iter_tiles(cr.levels[0]))
+    dflt = csp.convert(src, tmp_path / "d.csp", profile="archive", verify=False)
+    with ContainerReader(dflt.output) as cr:
+        want = default_archive_effort()
+        assert cr.levels[0].encoding.config["effort"] == (None if want == 7 else want)
+        ed = sum(len(cr.tile_bytes(cr.levels[0], c, r) or b"") for c, r in cr.iter_tiles(cr.levels[0]))
+    if want > 7:
+        assert ed < e7  # the higher default effort pays on these tiles
+    assert csp.verify(tmp_path / "e7" / "CMU-1-Small-Region.csp", source=src).ok

@@ -233,7 +233,8 @@ def convert_job(job: Job, options: dict[str, Any]) -> Outcome:
         res = convert(src, dst, overwrite=options.get("overwrite", False), layout=options.get("layout"),
                       verify=options.get("verify", True), deidentify=options.get("deidentify", False),
                       profile=options.get("profile", "passthrough"),
-                      pixel_codec=options.get("pixel_codec", "csp"))
+                      pixel_codec=options.get("pixel_codec", "csp"),
+                      archive_effort=options.get("archive_effort"))
         if staged_dst is not None:
             _stage_out(staged_dst, job.dest)
         return Outcome(job.source, job.dest, "done", bytes_in=res.bytes_in, bytes_out=res.bytes_out,
@@ -320,7 +321,8 @@ def run_batch(jobs: Sequence[Job], *, workers: int = 1, overwrite: bool = False,
               reverify: bool = False, layout: str | None = None, deidentify: bool = False,
               journal_dir: str | None = None, dask_scheduler: str | None = None,
               on_event: Callable[[str, Job, Outcome | None], None] | None = None,
-              profile: str = "passthrough", pixel_codec: str = "csp") -> BatchResult:
+              profile: str = "passthrough", pixel_codec: str = "csp",
+              archive_effort: int | None = None) -> BatchResult:
     """Convert ``jobs``; resumable through the journal in ``journal_dir`` (default: beside the outputs).
 
     Parameters
@@ -337,16 +339,18 @@ def run_batch(jobs: Sequence[Job], *, workers: int = 1, overwrite: bool = False,
         Storage tier: ``"passthrough"`` or ``"archive"`` (see :func:`csp.conversion.pipeline.convert`).
     pixel_codec
         Lossless codec for stored pixels: ``"csp"`` or ``"zstd"`` (see :func:`csp.conversion.pipeline.convert`).
+    archive_effort
+        libjxl effort of the archive tier (``None``: its default; see :func:`csp.conversion.pipeline.convert`).
     """
     t0 = time.perf_counter()
     jdir = journal_dir or (os.path.dirname(jobs[0].dest) if jobs and not is_url(jobs[0].dest) else ".")
     os.makedirs(jdir or ".", exist_ok=True)
     journal = Journal(os.path.join(jdir, JOURNAL_NAME))
     options = {"overwrite": overwrite, "verify": verify, "layout": layout, "deidentify": deidentify,
-               "profile": profile, "pixel_codec": pixel_codec}
+               "profile": profile, "pixel_codec": pixel_codec, "archive_effort": archive_effort}
     # what changes the output: a finished slide converted with other settings is redone, not skipped
     settings = json.dumps({"profile": profile, "deidentify": deidentify, "layout": layout,
-                           "pixel_codec": pixel_codec}, sort_keys=True)
+                           "pixel_codec": pixel_codec, "archive_effort": archive_effort}, sort_keys=True)
     outcomes: dict[int, Outcome] = {}
     todo: list[tuple[int, Job, dict[str, Any]]] = []
     try:

@@ -76,6 +76,7 @@ def convert(
     progress: Progress | None = None,
     profile: str = "passthrough",
     pixel_codec: str = "csp",
+    archive_effort: int | None = None,
 ) -> ConversionResult:
     """Convert a vendor slide into a CSP container.
 
@@ -103,6 +104,9 @@ def convert(
         Lossless codec wherever pixels are stored (built levels, non-JPEG sources, mask, associated
         images): ``"csp"`` (CSP's own codec, ``docs/codec.md``; the smallest) or ``"zstd"`` (faster to
         decode, larger). Sample types other than uint8/uint16 always use zstd.
+    archive_effort
+        libjxl effort of the archive recompression, 1-10 (``None``: 9 where libjxl's encoder API is
+        reachable, else 7). 9 saves ~1.5 percentage points more than 7 and encodes ~6x slower.
 
     Returns
     -------
@@ -125,7 +129,7 @@ def convert(
         if profile != "passthrough":
             from csp.conversion.repack import profile_plans
 
-            plans = profile_plans(reader, plans, profile)
+            plans = profile_plans(reader, plans, profile, effort=archive_effort)
         store = open_writer(dst, layout=layout, overwrite=overwrite)
         try:
             writer = ContainerWriter(store)
