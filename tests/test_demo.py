@@ -12,3 +12,5 @@ def test_demo_converts_reports_and_matches_openslide(tmp_path, capsys):
     assert "verified against the source: True" in out
     assert "jpeg (passthrough)" in out and "csp (built)" in out
     assert "same pixels as OpenSlide on the source: True" in out
+    assert "every JPEG tile rebuilt byte-exact: True" in out
+    assert (tmp_path / "CMU-1-Small-Region.archive.csp").exists()
