@@ -604,39 +604,46 @@ typedef struct {
     uint32_t ent[MAX_CTX][TOTAL];
 } dtables_t;
 
+/* Read one context's frequency table (shared by bitstream versions 1 and 2): symbol count into
+ * *nsym, normalised frequencies (summing to TOTAL) into f. Returns CSP_OK or CSP_E_TABLE. */
+static int read_freqs(bitr_t *r, uint32_t f[NTOK], int *nsym_out) {
+    uint64_t wts[NTOK];
+    int64_t present = br_get(r, 1);
+    if (present < 0) return CSP_E_TABLE;
+    if (!present) { *nsym_out = 1; f[0] = TOTAL; return CSP_OK; }
+    int64_t v = br_get(r, 7);
+    if (v < 0 || v + 1 > NTOK) return CSP_E_TABLE;
+    int nsym = (int)v + 1;
+    uint64_t any = 0;
+    int64_t prev = 0;
+    for (int s = 0; s < nsym; s++) {
+        int64_t len, b0 = br_get(r, 1), b1 = 0, b2 = 0;
+        if (b0 == 1) b1 = br_get(r, 1);
+        if (b1 == 1) b2 = br_get(r, 1);
+        if (b0 < 0 || b1 < 0 || b2 < 0) return CSP_E_TABLE;
+        if (!b0) len = prev;
+        else if (!b1) len = prev - 1;
+        else if (!b2) len = prev + 1;
+        else len = br_get(r, 4);
+        if (len < 0 || len > PROB_BITS + 1) return CSP_E_TABLE;
+        int64_t mant = br_get(r, len >= 2 ? 1 : 0);
+        if (mant < 0) return CSP_E_TABLE;
+        wts[s] = dequant((int)len, (uint32_t)mant);
+        any |= wts[s];
+        prev = len;
+    }
+    if (!any) return CSP_E_TABLE;
+    normalize(wts, nsym, f);
+    *nsym_out = nsym;
+    return CSP_OK;
+}
+
 static int read_tables(const uint8_t *p, int64_t len, int nctx, dtables_t *T) {
     bitr_t r; br_init(&r, p, len);
     for (int k = 0; k < nctx; k++) {
-        uint32_t f[NTOK]; uint64_t wts[NTOK];
-        int64_t present = br_get(&r, 1);
-        if (present < 0) return CSP_E_TABLE;
+        uint32_t f[NTOK];
         int nsym;
-        if (!present) { nsym = 1; f[0] = TOTAL; }
-        else {
-            int64_t v = br_get(&r, 7);
-            if (v < 0 || v + 1 > NTOK) return CSP_E_TABLE;
-            nsym = (int)v + 1;
-            uint64_t any = 0;
-            int64_t prev = 0;
-            for (int s = 0; s < nsym; s++) {
-                int64_t len, b0 = br_get(&r, 1), b1 = 0, b2 = 0;
-                if (b0 == 1) b1 = br_get(&r, 1);
-                if (b1 == 1) b2 = br_get(&r, 1);
-                if (b0 < 0 || b1 < 0 || b2 < 0) return CSP_E_TABLE;
-                if (!b0) len = prev;
-                else if (!b1) len = prev - 1;
-                else if (!b2) len = prev + 1;
-                else len = br_get(&r, 4);
-                if (len < 0 || len > PROB_BITS + 1) return CSP_E_TABLE;
-                int64_t mant = br_get(&r, len >= 2 ? 1 : 0);
-                if (mant < 0) return CSP_E_TABLE;
-                wts[s] = dequant((int)len, (uint32_t)mant);
-                any |= wts[s];
-                prev = len;
-            }
-            if (!any) return CSP_E_TABLE;
-            normalize(wts, nsym, f);
-        }
+        if (read_freqs(&r, f, &nsym) != CSP_OK) return CSP_E_TABLE;
         uint32_t acc = 0;
         for (int s = 0; s < nsym; s++) {
             for (uint32_t q = 0; q < f[s]; q++) T->ent[k][acc + q] = (uint32_t)s | (q << 7) | (f[s] << 19);

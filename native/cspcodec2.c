@@ -280,36 +280,9 @@ typedef struct {
 static int v2_read_tables(const uint8_t *p, int64_t len, v2tables_t *T) {
     bitr_t r; br_init(&r, p, len);
     for (int k = 0; k < V2_NCTX; k++) {
-        uint32_t f[NTOK]; uint64_t wts[NTOK];
-        int64_t present = br_get(&r, 1);
-        if (present < 0) return CSP_E_TABLE;
+        uint32_t f[NTOK];
         int nsym;
-        if (!present) { nsym = 1; f[0] = TOTAL; }
-        else {
-            int64_t v = br_get(&r, 7);
-            if (v < 0 || v + 1 > NTOK) return CSP_E_TABLE;
-            nsym = (int)v + 1;
-            uint64_t any = 0;
-            int64_t prev = 0;
-            for (int s = 0; s < nsym; s++) {
-                int64_t ln, b0 = br_get(&r, 1), b1 = 0, b2 = 0;
-                if (b0 == 1) b1 = br_get(&r, 1);
-                if (b1 == 1) b2 = br_get(&r, 1);
-                if (b0 < 0 || b1 < 0 || b2 < 0) return CSP_E_TABLE;
-                if (!b0) ln = prev;
-                else if (!b1) ln = prev - 1;
-                else if (!b2) ln = prev + 1;
-                else ln = br_get(&r, 4);
-                if (ln < 0 || ln > PROB_BITS + 1) return CSP_E_TABLE;
-                int64_t mant = br_get(&r, ln >= 2 ? 1 : 0);
-                if (mant < 0) return CSP_E_TABLE;
-                wts[s] = dequant((int)ln, (uint32_t)mant);
-                any |= wts[s];
-                prev = ln;
-            }
-            if (!any) return CSP_E_TABLE;
-            normalize(wts, nsym, f);
-        }
+        if (read_freqs(&r, f, &nsym) != CSP_OK) return CSP_E_TABLE;
         uint32_t acc = 0;
         for (int s = 0; s < nsym; s++) {
             memset(T->sym[k] + acc, s, f[s]);
