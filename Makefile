@@ -20,8 +20,12 @@ demo: $(VENV)/.csp-installed
 test: $(VENV)/.csp-installed
 	$(PY) -m pytest -q
 
-bench: $(VENV)/.csp-installed
+bench: $(VENV)/.csp-installed  # all side-by-side benchmarks (tens of minutes), then docs/benchmarks.md
 	$(PY) benchmarks/bench_read.py
+	$(PY) benchmarks/bench_convert.py
+	$(PY) benchmarks/bench_archive.py
+	$(PY) benchmarks/bench_codec.py --json benchmarks/results/codec.json
+	$(PY) benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
