@@ -342,6 +342,39 @@ static int64_t hist_cost(const uint32_t *hist, int nctx) {
 
 /* Encode one plane (already in S->P); |e| goes to Eout, Ecross (or NULL) is the cross-plane |e|.
  * Writes the descriptor to desc and the body to out; returns the body size. */
+/* Write one context's frequency table (bitstream versions 1 and 2; read back by read_freqs) from its
+ * histogram row; freq/start receive the normalised frequencies the coder uses (all zero for an empty
+ * context, which is written as a single 0 bit). Returns the number of symbols (0 when empty). */
+static int write_freqs(bitw_t *w, const uint32_t *row, uint32_t freq[NTOK], uint32_t start[NTOK]) {
+    int last = -1;
+    for (int s = 0; s < NTOK; s++) if (row[s]) last = s;
+    memset(freq, 0, sizeof(uint32_t) * NTOK);
+    memset(start, 0, sizeof(uint32_t) * NTOK);
+    if (last < 0) { bw_put(w, 0, 1); return 0; }
+    int nsym = last + 1;
+    bw_put(w, 1, 1);
+    bw_put(w, (uint64_t)(nsym - 1), 7);
+    uint64_t wts[NTOK]; uint32_t f[NTOK];
+    for (int s = 0; s < nsym; s++) wts[s] = row[s];
+    normalize(wts, nsym, f);
+    int prev = 0;
+    for (int s = 0; s < nsym; s++) {
+        int len = bitlen64(f[s]);
+        if (len == prev) bw_put(w, 0, 1);
+        else if (len == prev - 1) bw_put(w, 1, 2);
+        else if (len == prev + 1) bw_put(w, 3, 3);
+        else { bw_put(w, 7, 3); bw_put(w, (uint64_t)len, 4); }
+        uint32_t mant = len >= 2 ? (f[s] >> (len - 2)) & 1 : 0;
+        bw_put(w, mant, len >= 2 ? 1 : 0);
+        wts[s] = dequant(len, mant);
+        prev = len;
+    }
+    normalize(wts, nsym, freq);
+    uint32_t acc = 0;
+    for (int s = 0; s < NTOK; s++) { start[s] = acc; acc += freq[s]; }
+    return nsym;
+}
+
 static int64_t encode_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t w, range_t rg, int is16,
                             int32_t *Eout, const int32_t *Ecross, uint8_t *desc, uint8_t *out, int64_t cap) {
     const int64_t W2 = w + 2;
@@ -410,33 +443,7 @@ static int64_t encode_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_
     memset(freq, 0, sizeof freq);
     /* tables */
     bitw_t bw = {out, 0, cap, 0, 0, 0};
-    for (int k = 0; k < nctx; k++) {
-        const uint32_t *row = hist + k * NTOK;
-        int last = -1;
-        for (int s = 0; s < NTOK; s++) if (row[s]) last = s;
-        if (last < 0) { bw_put(&bw, 0, 1); continue; }
-        int nsym = last + 1;
-        bw_put(&bw, 1, 1);
-        bw_put(&bw, (uint64_t)(nsym - 1), 7);
-        uint64_t wts[NTOK]; uint32_t f[NTOK];
-        for (int s = 0; s < nsym; s++) wts[s] = row[s];
-        normalize(wts, nsym, f);
-        int prev = 0;
-        for (int s = 0; s < nsym; s++) {
-            int len = bitlen64(f[s]);
-            if (len == prev) bw_put(&bw, 0, 1);
-            else if (len == prev - 1) bw_put(&bw, 1, 2);
-            else if (len == prev + 1) bw_put(&bw, 3, 3);
-            else { bw_put(&bw, 7, 3); bw_put(&bw, (uint64_t)len, 4); }
-            uint32_t mant = len >= 2 ? (f[s] >> (len - 2)) & 1 : 0;
-            bw_put(&bw, mant, len >= 2 ? 1 : 0);
-            wts[s] = dequant(len, mant);
-            prev = len;
-        }
-        normalize(wts, nsym, freq[k]);
-        uint32_t acc = 0;
-        for (int s = 0; s < NTOK; s++) { start[k][s] = acc; acc += freq[k][s]; }
-    }
+    for (int k = 0; k < nctx; k++) write_freqs(&bw, hist + k * NTOK, freq[k], start[k]);
     bw_finish(&bw);
     if (bw.overflow) return CSP_E_OUTSIZE;
     int64_t tl = bw.pos;

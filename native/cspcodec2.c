@@ -78,34 +78,8 @@ static inline int v2_token(uint32_t u) {
 static int64_t v2_write_tables(const uint32_t *hist, uint8_t *out, int64_t cap, uint32_t freq[][NTOK],
                                uint32_t start[][NTOK]) {
     bitw_t bw = {out, 0, cap, 0, 0, 0};
-    for (int k = 0; k < V2_NCTX; k++) {
-        const uint32_t *row = hist + k * NTOK;
-        memset(freq[k], 0, sizeof(uint32_t) * NTOK);
-        int last = -1;
-        for (int s = 0; s < NTOK; s++) if (row[s]) last = s;
-        if (last < 0) { bw_put(&bw, 0, 1); freq[k][0] = TOTAL; start[k][0] = 0; continue; }
-        int nsym = last + 1;
-        bw_put(&bw, 1, 1);
-        bw_put(&bw, (uint64_t)(nsym - 1), 7);
-        uint64_t wts[NTOK]; uint32_t f[NTOK];
-        for (int s = 0; s < nsym; s++) wts[s] = row[s];
-        normalize(wts, nsym, f);
-        int prev = 0;
-        for (int s = 0; s < nsym; s++) {
-            int len = bitlen64(f[s]);
-            if (len == prev) bw_put(&bw, 0, 1);
-            else if (len == prev - 1) bw_put(&bw, 1, 2);
-            else if (len == prev + 1) bw_put(&bw, 3, 3);
-            else { bw_put(&bw, 7, 3); bw_put(&bw, (uint64_t)len, 4); }
-            uint32_t mant = len >= 2 ? (f[s] >> (len - 2)) & 1 : 0;
-            bw_put(&bw, mant, len >= 2 ? 1 : 0);
-            wts[s] = dequant(len, mant);
-            prev = len;
-        }
-        normalize(wts, nsym, freq[k]);
-        uint32_t acc = 0;
-        for (int s = 0; s < NTOK; s++) { start[k][s] = acc; acc += freq[k][s]; }
-    }
+    for (int k = 0; k < V2_NCTX; k++)
+        if (!write_freqs(&bw, hist + k * NTOK, freq[k], start[k])) freq[k][0] = TOTAL;  /* one-symbol context */
     bw_finish(&bw);
     return bw.overflow ? CSP_E_OUTSIZE : bw.pos;
 }
