@@ -299,6 +299,51 @@ def _hist_cost(hist, nctx):
 
 
 @nb.njit(**_JIT)
+def _write_freqs(tbuf, bst, row, wts, f, freq, start):
+    """Write one context's frequency table (versions 1 and 2) from histogram ``row``; ``freq``/``start``
+    get the normalised frequencies (zero for an empty context, written as one 0 bit). Returns nsym."""
+    last = -1
+    for s in range(NTOK):
+        freq[s] = 0
+        start[s] = 0
+        if row[s]:
+            last = s
+    if last < 0:
+        _bw_put(tbuf, bst, 0, 1)
+        return 0
+    nsym = last + 1
+    _bw_put(tbuf, bst, 1, 1)
+    _bw_put(tbuf, bst, nsym - 1, 7)
+    for s in range(nsym):
+        wts[s] = row[s]
+    _normalize(wts, nsym, f)
+    prev = 0
+    for s in range(nsym):
+        length = _bitlen(f[s])
+        if length == prev:
+            _bw_put(tbuf, bst, 0, 1)
+        elif length == prev - 1:
+            _bw_put(tbuf, bst, 1, 2)
+        elif length == prev + 1:
+            _bw_put(tbuf, bst, 3, 3)
+        else:
+            _bw_put(tbuf, bst, 7, 3)
+            _bw_put(tbuf, bst, length, 4)
+        mant = (f[s] >> (length - 2)) & 1 if length >= 2 else 0
+        _bw_put(tbuf, bst, mant, 1 if length >= 2 else 0)
+        wts[s] = _dequant(length, mant)
+        prev = length
+    _normalize(wts, nsym, f)
+    acc = 0
+    for s in range(NTOK):
+        fs = f[s] if s < nsym else 0
+        freq[s] = fs
+        start[s] = acc
+        acc += fs
+    return nsym
+
+
+@nb.njit(**_JIT)
 def _encode_plane(P, h, w, lo, hi, is16, act0, act1, lvlt, desc, out, pos0, E, X, use_x):
     """Encode the plane in P into out[pos0:]; |e| goes to E, X is the cross-plane |e| (if use_x).
 
@@ -374,42 +419,7 @@ def _encode_plane(P, h, w, lo, hi, is16, act0, act1, lvlt, desc, out, pos0, E, X
     wts = np.zeros(NTOK, np.int64)
     f = np.zeros(NTOK, np.int64)
     for k in range(nctx):
-        last = -1
-        for s in range(NTOK):
-            if hist[k, s]:
-                last = s
-        if last < 0:
-            _bw_put(tbuf, bst, 0, 1)
-            continue
-        nsym = last + 1
-        _bw_put(tbuf, bst, 1, 1)
-        _bw_put(tbuf, bst, nsym - 1, 7)
-        for s in range(nsym):
-            wts[s] = hist[k, s]
-        _normalize(wts, nsym, f)
-        prev = 0
-        for s in range(nsym):
-            length = _bitlen(f[s])
-            if length == prev:
-                _bw_put(tbuf, bst, 0, 1)
-            elif length == prev - 1:
-                _bw_put(tbuf, bst, 1, 2)
-            elif length == prev + 1:
-                _bw_put(tbuf, bst, 3, 3)
-            else:
-                _bw_put(tbuf, bst, 7, 3)
-                _bw_put(tbuf, bst, length, 4)
-            mant = (f[s] >> (length - 2)) & 1 if length >= 2 else 0
-            _bw_put(tbuf, bst, mant, 1 if length >= 2 else 0)
-            wts[s] = _dequant(length, mant)
-            prev = length
-        _normalize(wts, nsym, f)
-        acc = 0
-        for s in range(NTOK):
-            fs = f[s] if s < nsym else 0
-            freq[k, s] = fs
-            start[k, s] = acc
-            acc += fs
+        _write_freqs(tbuf, bst, hist[k], wts, f, freq[k], start[k])
     _bw_finish(tbuf, bst)
     if bst[3]:
         return -1

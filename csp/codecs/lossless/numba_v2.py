@@ -23,12 +23,11 @@ from csp.codecs.lossless.numba_codec import (
     _bw_finish,
     _bw_put,
     _choose_xform,
-    _dequant,
     _fill_plane,
-    _normalize,
     _plane_range,
     _predict,
     _read_tables,
+    _write_freqs,
 )
 from csp.codecs.lossless.reference import ACT0_LUT, HEADER, MAGIC, NTOK, PROB_BITS, RANS_L, TOTAL, check_tile
 from csp.codecs.lossless.reference_v2 import LANES, N_CTX, N_PRED, PLANE, VERSION, parse_header
@@ -68,45 +67,8 @@ def _write_tables(hist, tbuf, freq, start):
     wts = np.zeros(NTOK, np.int64)
     f = np.zeros(NTOK, np.int64)
     for k in range(N_CTX):
-        last = -1
-        for s in range(NTOK):
-            freq[k, s] = 0
-            start[k, s] = 0
-            if hist[k, s]:
-                last = s
-        if last < 0:
-            _bw_put(tbuf, bst, 0, 1)
-            freq[k, 0] = TOTAL
-            continue
-        nsym = last + 1
-        _bw_put(tbuf, bst, 1, 1)
-        _bw_put(tbuf, bst, nsym - 1, 7)
-        for s in range(nsym):
-            wts[s] = hist[k, s]
-        _normalize(wts, nsym, f)
-        prev = 0
-        for s in range(nsym):
-            length = _bitlen(f[s])
-            if length == prev:
-                _bw_put(tbuf, bst, 0, 1)
-            elif length == prev - 1:
-                _bw_put(tbuf, bst, 1, 2)
-            elif length == prev + 1:
-                _bw_put(tbuf, bst, 3, 3)
-            else:
-                _bw_put(tbuf, bst, 7, 3)
-                _bw_put(tbuf, bst, length, 4)
-            mant = (f[s] >> (length - 2)) & 1 if length >= 2 else 0
-            _bw_put(tbuf, bst, mant, 1 if length >= 2 else 0)
-            wts[s] = _dequant(length, mant)
-            prev = length
-        _normalize(wts, nsym, f)
-        acc = 0
-        for s in range(NTOK):
-            fs = f[s] if s < nsym else 0
-            freq[k, s] = fs
-            start[k, s] = acc
-            acc += fs
+        if not _write_freqs(tbuf, bst, hist[k], wts, f, freq[k], start[k]):
+            freq[k, 0] = TOTAL  # one-symbol context
     _bw_finish(tbuf, bst)
     return -1 if bst[3] else bst[0]
 
