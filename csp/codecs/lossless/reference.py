@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -469,6 +470,13 @@ def encode(tile: np.ndarray, version: int = 1) -> bytes:
         return reference_v2.encode(tile)
     if version != 1:
         raise CodecError(None, f"csp codec: cannot write bitstream version {version}")
+    return encode_stream(tile, VERSION, _encode_plane)
+
+
+def encode_stream(tile: np.ndarray, version: int, encode_plane: Callable[..., tuple[bytes, bytes, np.ndarray]]) -> bytes:
+    """The stream layout every version shares: checked tile, colour transform, header (with ``version``),
+    plane descriptors and CRC, then the plane bodies. ``encode_plane(plane, lo, hi, is16, cross)`` returns
+    ``(descriptor bytes, body bytes, residuals)`` of one plane in that version's coding."""
     arr = check_tile(tile)
     h, w, c = arr.shape
     is16 = arr.dtype == np.uint16
@@ -478,37 +486,48 @@ def encode(tile: np.ndarray, version: int = 1) -> bytes:
     err0 = None
     for i, plane in enumerate(forward_transform(arr, xform)):
         cross = err0 if (xform >= XFORM_RCT and i > 0) else None
-        head, body, err = _encode_plane(plane, *_plane_range(xform, i, maxv), is16, cross)
+        head, body, err = encode_plane(plane, *_plane_range(xform, i, maxv), is16, cross)
         err0 = err if i == 0 else err0
         heads.append(head)
         bodies.append(body)
-    header = HEADER.pack(MAGIC, VERSION, 2 if is16 else 1, xform, 0, h, w, c, 0) + b"".join(heads)
+    header = HEADER.pack(MAGIC, version, 2 if is16 else 1, xform, 0, h, w, c, 0) + b"".join(heads)
     return header + struct.pack("<I", zlib.crc32(header)) + b"".join(bodies)
 
 
 # --------------------------------------------------------------------------- decoder
-def parse_header(data: bytes | memoryview) -> tuple[tuple[int, int, int], np.dtype, int, list[tuple[int, ...]]]:
-    """``((H, W, C), dtype, transform, planes)`` of a stream; checks magic, version, CRC and sizes."""
+def check_header(data: bytes | memoryview, version: int, plane: struct.Struct, *, strict_reserved: bool = False
+                 ) -> tuple[memoryview, tuple[int, int, int], int, int, int]:
+    """Checks every version shares (magic, ``version``, header CRC, dtype, transform, shape).
+
+    Returns ``(stream, (H, W, C), dtype code, transform, header length incl. CRC)``; ``plane`` is the
+    version's plane-descriptor struct. ``strict_reserved``: reserved header fields must be zero.
+    """
     mv = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
     if len(mv) < HEADER.size:
         raise CodecError(None, f"csp stream truncated: {len(mv)} bytes, header needs {HEADER.size}")
-    magic, version, dcode, xform, _, h, w, c, _ = HEADER.unpack_from(mv, 0)
+    magic, ver, dcode, xform, res0, h, w, c, res1 = HEADER.unpack_from(mv, 0)
     if magic != MAGIC:
         raise CodecError(None, f"not a csp lossless stream (magic {bytes(magic)!r})")
-    if version != VERSION:
-        raise CodecError(None, f"csp stream version {version} is not supported (this build reads {VERSION})")
-    hlen = HEADER.size + PLANE.size * c
+    if ver != version:
+        raise CodecError(None, f"csp stream version {ver} is not supported by the version-{version} reader")
+    hlen = HEADER.size + plane.size * c
     if c == 0 or len(mv) < hlen + 4:
         raise CodecError(None, "csp stream truncated inside its header")
     (crc,) = struct.unpack_from("<I", mv, hlen)
     if crc != zlib.crc32(mv[:hlen]):
         raise CodecError(None, "csp stream header checksum mismatch (corrupt header)")
-    if dcode not in DTYPES or xform >= N_XFORM or (xform >= XFORM_RCT and c != 3):
+    if (dcode not in DTYPES or xform >= N_XFORM or (xform >= XFORM_RCT and c != 3)
+            or (strict_reserved and (res0 or res1))):
         raise CodecError(None, f"csp stream header has invalid dtype code {dcode} or transform {xform}")
     if h == 0 or w == 0 or h * w * c >= MAX_SAMPLES:
         raise CodecError(None, f"csp stream has an invalid shape {h}x{w}x{c}")
+    return mv, (h, w, c), dcode, xform, hlen + 4
+
+
+def parse_header(data: bytes | memoryview) -> tuple[tuple[int, int, int], np.dtype, int, list[tuple[int, ...]]]:
+    """``((H, W, C), dtype, transform, planes)`` of a stream; checks magic, version, CRC and sizes."""
+    mv, (h, w, c), dcode, xform, total = check_header(data, VERSION, PLANE)
     planes = [PLANE.unpack_from(mv, HEADER.size + PLANE.size * i) for i in range(c)]
-    total = hlen + 4
     for kind, mode, ashift, lshift, *lens in planes:
         rls = lens[1::2]
         if kind >= N_PRED or mode > 1 or ashift > 15 or lshift > 15 or any(r < 4 or r % 2 for r in rls):

@@ -16,7 +16,6 @@ Differences from version 1 (:mod:`.reference`, whose helpers are reused):
 from __future__ import annotations
 
 import struct
-import zlib
 
 import numpy as np
 
@@ -25,8 +24,6 @@ from csp.codecs.lossless.reference import (
     ACT0_LUT,
     DTYPES,
     HEADER,
-    MAGIC,
-    MAX_SAMPLES,
     NTOK,
     PROB_BITS,
     RANS_L,
@@ -107,45 +104,13 @@ def _encode_plane(plane: np.ndarray, lo: int, hi: int, is16: bool,
 
 def encode(tile: np.ndarray) -> bytes:
     """Encode a ``(H, W, C)`` or ``(H, W)`` uint8/uint16 tile in bitstream version 2 (reference)."""
-    arr = v1.check_tile(tile)
-    h, w, c = arr.shape
-    is16 = arr.dtype == np.uint16
-    maxv = 65535 if is16 else 255
-    xform = v1.choose_transform(arr)
-    heads, bodies = [], []
-    e0 = None
-    for i, plane in enumerate(v1.forward_transform(arr, xform)):
-        cross = e0 if (xform >= XFORM_RCT and i > 0) else None
-        head, body, e = _encode_plane(plane, *v1._plane_range(xform, i, maxv), is16, cross)
-        e0 = e if i == 0 else e0
-        heads.append(head)
-        bodies.append(body)
-    header = HEADER.pack(MAGIC, VERSION, 2 if is16 else 1, xform, 0, h, w, c, 0) + b"".join(heads)
-    return header + struct.pack("<I", zlib.crc32(header)) + b"".join(bodies)
+    return v1.encode_stream(tile, VERSION, _encode_plane)
 
 
 def parse_header(data: bytes | memoryview) -> tuple[tuple[int, int, int], np.dtype, int, list[tuple[int, ...]]]:
     """``((H, W, C), dtype, transform, planes)`` of a version-2 stream; checks magic, CRC and sizes."""
-    mv = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
-    if len(mv) < HEADER.size:
-        raise CodecError(None, f"csp stream truncated: {len(mv)} bytes, header needs {HEADER.size}")
-    magic, version, dcode, xform, res0, h, w, c, res1 = HEADER.unpack_from(mv, 0)
-    if magic != MAGIC:
-        raise CodecError(None, f"not a csp lossless stream (magic {bytes(magic)!r})")
-    if version != VERSION:
-        raise CodecError(None, f"csp stream version {version} is not supported by the version-2 reader")
-    hlen = HEADER.size + PLANE.size * c
-    if c == 0 or len(mv) < hlen + 4:
-        raise CodecError(None, "csp stream truncated inside its header")
-    (crc,) = struct.unpack_from("<I", mv, hlen)
-    if crc != zlib.crc32(mv[:hlen]):
-        raise CodecError(None, "csp stream header checksum mismatch (corrupt header)")
-    if dcode not in DTYPES or xform >= v1.N_XFORM or (xform >= XFORM_RCT and c != 3) or res0 or res1:
-        raise CodecError(None, f"csp stream header has invalid dtype code {dcode} or transform {xform}")
-    if h == 0 or w == 0 or h * w * c >= MAX_SAMPLES:
-        raise CodecError(None, f"csp stream has an invalid shape {h}x{w}x{c}")
+    mv, (h, w, c), dcode, xform, total = v1.check_header(data, VERSION, PLANE, strict_reserved=True)
     planes = [PLANE.unpack_from(mv, HEADER.size + PLANE.size * i) for i in range(c)]
-    total = hlen + 4
     for kind, ashift, res, tl, wl, bl in planes:
         if kind >= N_PRED or ashift > 15 or res or wl < 4 * LANES or wl % 2:
             raise CodecError(None, "csp stream header has an invalid plane descriptor")
