@@ -331,3 +331,16 @@ def test_3d_containers_keep_the_1_0_layout(tmp_path: Path) -> None:
         assert slide.plane_shape == (1, 1)
         got = slide.read_region((0, 0), 0, (200, 300), as_array=True)
         np.testing.assert_array_equal(np.moveaxis(got, 2, 0), data)
+
+
+def test_deidentified_5d_conversion_keeps_every_plane(tmp_path: Path) -> None:
+    """De-identification wraps the reader; planes still reach the converter and the verifier."""
+    src = shared_file(OME_4D)
+    out = tmp_path / "deid.csp"
+    convert(src, out, deidentify=True)
+    verify_container(out, source=src)
+    ref = _levels(src)[0]
+    with csp.open_slide(out) as slide:
+        assert slide.metadata["deidentified"]["profile"]
+        for t, z in ((0, 0), (6, 4)):
+            np.testing.assert_array_equal(slide.read_tile(0, 0, 0, t=t, z=z)[:167, :439, 0], ref[t, z])

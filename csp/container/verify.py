@@ -143,7 +143,7 @@ def _check_level(cr: ContainerReader, arr: StoredArray, lm: dict, reader: SlideR
             if stored is None:
                 continue
         try:
-            ref = (getattr(reader, "inner", reader) if kw else reader).read_tile(src_level, col, row, **kw)
+            ref = reader.read_tile(src_level, col, row, **kw)
         except CspError as exc:
             _problem(report, f"source level {src_level} tile ({col}, {row}): {exc.detail}")
             continue

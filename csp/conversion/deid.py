@@ -53,6 +53,7 @@ class DeidentifiedReader(SlideReader):
         self.inner = inner
         self.path = inner.path
         self.levels = inner.levels
+        self.plane_shape = inner.plane_shape  # pixels and planes are not touched
         props = dict(inner.properties)
         kept = {k: v for k, v in props.items() if property_allowed(k)}
         self.properties = MappingProxyType(kept)
@@ -81,11 +82,11 @@ class DeidentifiedReader(SlideReader):
     def open(cls, probe: Any) -> SlideReader:  # pragma: no cover - never registered
         raise NotImplementedError
 
-    def read_tile_encoded(self, level: int, col: int, row: int) -> bytes | None:
-        return self.inner.read_tile_encoded(level, col, row)
+    def read_tile_encoded(self, level: int, col: int, row: int, **plane: int) -> bytes | None:
+        return self.inner.read_tile_encoded(level, col, row, **plane)
 
-    def read_tile(self, level: int, col: int, row: int) -> np.ndarray:
-        return self.inner.read_tile(level, col, row)
+    def read_tile(self, level: int, col: int, row: int, **plane: int) -> np.ndarray:
+        return self.inner.read_tile(level, col, row, **plane)
 
     def read_associated(self, name: str) -> np.ndarray:
         if name not in self.associated:

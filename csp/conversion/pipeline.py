@@ -272,11 +272,10 @@ def _write_planes(reader: SlideReader, writer: ContainerWriter, first: ShardedAr
         raise ValueError(f"level {p.index}: 5-D levels are stored as pixels, not {p.mode}")
     codec = get_tile_codec(p.encoding)
     path = spec.level_name(p.index)
-    source = getattr(reader, "inner", reader)  # wrappers (de-identification) do not alter pixels
     for t, z in lay.planes:
         sink = first if (t, z) == (0, 0) else writer.plane(path, t, z)
         for row in range(lay.tiles_down):
-            sink.add_row(row, [codec.encode(source.read_tile(p.source_level, col, row, t=t, z=z))  # type: ignore[call-arg]
+            sink.add_row(row, [codec.encode(reader.read_tile(p.source_level, col, row, t=t, z=z))  # type: ignore[call-arg]
                                for col in range(lay.tiles_across)])
             done += 1
             if progress:

@@ -73,8 +73,7 @@ def plan_levels(reader: SlideReader, *, build_pyramid: bool = True,
     """
     plans: list[LevelPlan] = []
     base = reader.levels[0]
-    planes_of = getattr(reader, "inner", reader)  # wrappers (de-identification) keep the inner's planes
-    size_t, size_z = (int(v) for v in getattr(planes_of, "plane_shape", (1, 1)))
+    size_t, size_z = (int(v) for v in reader.plane_shape)
     planar = size_t > 1 or size_z > 1
     if planar or base.dtype not in ("uint8", "uint16"):
         build_pyramid = False

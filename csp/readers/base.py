@@ -142,6 +142,9 @@ class SlideReader(abc.ABC):
     """
 
     name: ClassVar[str] = ""
+    #: ``(T, Z)`` time points and z planes (format 1.1). Readers with more than one plane accept
+    #: keyword arguments ``t=`` and ``z=`` in :meth:`read_tile` and :meth:`read_tile_encoded`.
+    plane_shape: tuple[int, int] = (1, 1)
 
     path: str
     levels: tuple[SourceLevel, ...]

@@ -473,7 +473,8 @@ def encode(tile: np.ndarray, version: int = 1) -> bytes:
     return encode_stream(tile, VERSION, _encode_plane)
 
 
-def encode_stream(tile: np.ndarray, version: int, encode_plane: Callable[..., tuple[bytes, bytes, np.ndarray]]) -> bytes:
+def encode_stream(tile: np.ndarray, version: int,
+                  encode_plane: Callable[..., tuple[bytes, bytes, np.ndarray]]) -> bytes:
     """The stream layout every version shares: checked tile, colour transform, header (with ``version``),
     plane descriptors and CRC, then the plane bodies. ``encode_plane(plane, lo, hi, is16, cross)`` returns
     ``(descriptor bytes, body bytes, residuals)`` of one plane in that version's coding."""
