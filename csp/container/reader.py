@@ -177,9 +177,8 @@ class ContainerReader:
         return StoredArray(path, layout, dtype, encoding, fill, get_tile_codec(encoding))
 
     # ------------------------------------------------------------------ tiles
-    def _index(self, arr: StoredArray, shard_row: int, shard_col: int,
-               plane: tuple[int, int] | None = None) -> np.ndarray | None:
-        key = spec.shard_key(arr.path, shard_row, shard_col, plane)
+    def _index(self, arr: StoredArray, key: str) -> np.ndarray | None:
+        """The (cached) inner-chunk index of shard ``key`` of ``arr``; ``None`` if the shard is absent."""
         try:
             return self._indexes[key]
         except KeyError:
@@ -215,13 +214,14 @@ class ContainerReader:
         plane = lay.plane_key(t, z)
         sr, sc = divmod(row, lay.shard_tiles_y)
         cc, ci = divmod(col, lay.shard_tiles_x)
-        index = self._index(arr, sr, cc, plane)
+        key = spec.shard_key(arr.path, sr, cc, plane)  # formatted once per read (hot path)
+        index = self._index(arr, key)
         if index is None:
             return None
         off, n = index[sc, ci]
         if off == spec.MISSING:
             return None
-        return self.store.read_range(spec.shard_key(arr.path, sr, cc, plane), int(off), int(n))
+        return self.store.read_range(key, int(off), int(n))
 
     def decode_tile(self, arr: StoredArray, col: int, row: int, out: np.ndarray | None = None, *,
                     t: int = 0, z: int = 0) -> np.ndarray:
