@@ -284,6 +284,10 @@ class JpegJxlTileCodec(JpegTileCodec):
                 continue
         return best
 
+    def source_bytes(self, stored: bytes | bytearray | memoryview) -> bytes:
+        """The original JPEG bytes (see :meth:`restore`)."""
+        return self.restore(stored)
+
     def restore(self, stored: bytes | bytearray | memoryview) -> bytes:
         """The original JPEG bytes of one stored tile.
 

@@ -172,6 +172,11 @@ class TileCodec:
         """Raise :class:`CodecError` for an invalid configuration."""
 
     # ------------------------------------------------------------------ public API
+    def source_bytes(self, stored: bytes | bytearray | memoryview) -> bytes:
+        """The source encoding's bytes a stored tile stands for: the stored bytes themselves, except for
+        codecs that repack a source encoding losslessly (the archive tier rebuilds the original JPEG)."""
+        return bytes(stored)
+
     def decode(self, data: bytes | bytearray | memoryview | np.ndarray, shape: tuple[int, int, int],
                dtype: np.dtype | str | type, out: np.ndarray | None = None) -> np.ndarray:
         """Decode one stored tile.

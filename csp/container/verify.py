@@ -130,10 +130,9 @@ def _check_level(cr: ContainerReader, arr: StoredArray, lm: dict, reader: SlideR
         if passthrough:
             src_bytes = reader.read_tile_encoded(src_level, col, row)
             report.bytes_compared += len(src_bytes or b"")
-            if (stored is not None and hasattr(arr.codec, "restore")  # archive tier: the rebuilt JPEG
-                    and reader.levels[src_level].encoding.codec != arr.encoding.codec):
-                try:
-                    stored = arr.codec.restore(stored)
+            if stored is not None and reader.levels[src_level].encoding.codec != arr.encoding.codec:
+                try:  # a repacked tile (archive tier) stands for the source's bytes it rebuilds
+                    stored = arr.codec.source_bytes(stored)
                 except CspError as exc:
                     _problem(report, f"{where}: {exc.detail}")
                     continue
