@@ -1,4 +1,5 @@
-/* CSP lossless predictive pixel codec, bitstream version 1 (version 2: cspcodec2.c, included at the end).
+/* CSP lossless predictive pixel codec, bitstream version 1 (versions 2 and 3: cspcodec2.c and cspcodec3.c,
+ * included at the end).
  *
  * The bitstream is defined by csp/codecs/lossless/reference.py and described in docs/codec.md; this
  * file must produce and accept exactly the same bytes. No global mutable state; every call owns its
@@ -375,8 +376,17 @@ static int write_freqs(bitw_t *w, const uint32_t *row, uint32_t freq[NTOK], uint
     return nsym;
 }
 
-static int64_t encode_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t w, range_t rg, int is16,
-                            int32_t *Eout, const int32_t *Ecross, uint8_t *desc, uint8_t *out, int64_t cap) {
+/* The model of one plane (bitstream versions 1 and 3): predictor, context mode and shifts, the
+ * normalised frequencies of the chosen mode's contexts (whose table bit stream goes to *bw), and per
+ * sample (raster order) the token, both contexts and the residual code u in S. |e| goes to Eout; Ecross
+ * (or NULL) is the cross-plane |e|. */
+typedef struct {
+    int kind, mode, ashift, lshift;
+    uint32_t freq[MAX_CTX][NTOK], start[MAX_CTX][NTOK];
+} plane_model_t;
+
+static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t w, range_t rg, int is16,
+                          int32_t *Eout, const int32_t *Ecross, plane_model_t *M, bitw_t *bw) {
     const int64_t W2 = w + 2;
     int64_t sads[N_PRED], costs[N_PRED];
     predictor_errors(S, h, w, rg, sads, costs);
@@ -437,16 +447,26 @@ static int64_t encode_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_
     }
     int mode = hist_cost(hist1, 30) < hist_cost(hist0, 16) ? 1 : 0;
     const uint32_t *hist = mode ? hist1 : hist0;
-    const uint8_t *ctx = mode ? S->ctx1 : S->ctx0;
     int nctx = N_CTX[mode];
-    uint32_t freq[MAX_CTX][NTOK], start[MAX_CTX][NTOK];
-    memset(freq, 0, sizeof freq);
-    /* tables */
+    memset(M->freq, 0, sizeof M->freq);
+    memset(M->start, 0, sizeof M->start);
+    for (int k = 0; k < nctx; k++) write_freqs(bw, hist + k * NTOK, M->freq[k], M->start[k]);
+    bw_finish(bw);
+    M->kind = kind; M->mode = mode; M->ashift = ashift; M->lshift = lshift;
+}
+
+/* Encode one plane (already in S->P) in bitstream version 1; |e| goes to Eout, Ecross (or NULL) is the
+ * cross-plane |e|. Writes the descriptor to desc and the body to out; returns the body size. */
+static int64_t encode_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t w, range_t rg, int is16,
+                            int32_t *Eout, const int32_t *Ecross, uint8_t *desc, uint8_t *out, int64_t cap) {
+    plane_model_t M; /* ~20 KB */
     bitw_t bw = {out, 0, cap, 0, 0, 0};
-    for (int k = 0; k < nctx; k++) write_freqs(&bw, hist + k * NTOK, freq[k], start[k]);
-    bw_finish(&bw);
+    analyze_plane(S, L, h, w, rg, is16, Eout, Ecross, &M, &bw);
     if (bw.overflow) return CSP_E_OUTSIZE;
     int64_t tl = bw.pos;
+    const int kind = M.kind, mode = M.mode, ashift = M.ashift, lshift = M.lshift;
+    const uint8_t *ctx = mode ? S->ctx1 : S->ctx0;
+    uint32_t (*freq)[NTOK] = M.freq, (*start)[NTOK] = M.start;
     /* rANS, backwards. Stream j codes rows y % 4 == j; its words fill region j of the scratch buffer
      * backwards. The four streams are independent, so the loop interleaves them (one row group at a
      * time, right to left) for instruction-level parallelism. */
@@ -497,6 +517,30 @@ static int64_t encode_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_
     return pos;
 }
 
+/* Colour transform of a tile (§2): none or RCT k = 0..4 by the MED cost of the selection rows; P is
+ * a padded plane scratch buffer. */
+static int choose_xform(const void *src, int bps, int64_t h, int64_t w, int64_t c, int32_t maxv, int32_t *P) {
+    int xform = 0;
+    if (c == 3) {
+        /* none, then RCT with k = 0..4; Y and U are the same for every k */
+        int64_t cost[N_XFORM] = {0}, yu = 0;
+        for (int pl = 0; pl < 3; pl++) {
+            fill_plane(src, bps, h, w, c, 0, pl, P, 1);
+            cost[0] += med_cost(P, h, w, plane_range(0, pl, maxv));
+        }
+        for (int pl = 0; pl < 2; pl++) {
+            fill_plane(src, bps, h, w, c, 1, pl, P, 1);
+            yu += med_cost(P, h, w, plane_range(1, pl, maxv));
+        }
+        for (int xf = 1; xf < N_XFORM; xf++) {
+            fill_plane(src, bps, h, w, c, xf, 2, P, 1);
+            cost[xf] = yu + med_cost(P, h, w, plane_range(xf, 2, maxv));
+        }
+        for (int xf = 1; xf < N_XFORM; xf++) if (cost[xf] < cost[xform]) xform = xf;
+    }
+    return xform;
+}
+
 int64_t csp_encode(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap) {
     int64_t bound = csp_encode_bound(h, w, c, bps);
     if (bound < 0) return CSP_E_ARG;
@@ -516,24 +560,7 @@ int64_t csp_encode(const void *src, int64_t h, int64_t w, int64_t c, int bps, ui
     if (!S.P || !S.tok || !S.u || !S.words) { ret = CSP_E_NOMEM; goto done; }
     S.ctx0 = S.tok + N; S.ctx1 = S.tok + 2 * N;
     luts_t L; make_luts(&L);
-    int xform = 0;
-    if (c == 3) {
-        /* none, then RCT with k = 0..4; Y and U are the same for every k */
-        int64_t cost[N_XFORM] = {0}, yu = 0;
-        for (int pl = 0; pl < 3; pl++) {
-            fill_plane(src, bps, h, w, c, 0, pl, S.P, 1);
-            cost[0] += med_cost(S.P, h, w, plane_range(0, pl, maxv));
-        }
-        for (int pl = 0; pl < 2; pl++) {
-            fill_plane(src, bps, h, w, c, 1, pl, S.P, 1);
-            yu += med_cost(S.P, h, w, plane_range(1, pl, maxv));
-        }
-        for (int xf = 1; xf < N_XFORM; xf++) {
-            fill_plane(src, bps, h, w, c, xf, 2, S.P, 1);
-            cost[xf] = yu + med_cost(S.P, h, w, plane_range(xf, 2, maxv));
-        }
-        for (int xf = 1; xf < N_XFORM; xf++) if (cost[xf] < cost[xform]) xform = xf;
-    }
+    int xform = choose_xform(src, bps, h, w, c, maxv, S.P);
     memcpy(dst, MAGIC, 4);
     dst[4] = 1; dst[5] = (uint8_t)bps; dst[6] = (uint8_t)xform; dst[7] = 0;
     wr32(dst + 8, (uint32_t)h); wr32(dst + 12, (uint32_t)w); wr16(dst + 16, (uint32_t)c); wr16(dst + 18, 0);
@@ -599,10 +626,14 @@ static int parse_header(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, i
 
 static int v2_parse_header(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, int64_t *c, int *bps, int *xform);
 static int csp_decode2(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes);
+static int v3_parse_header(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, int64_t *c, int *bps, int *xform,
+                           int64_t *tl, int64_t *wl);
+static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, int flags);
 
 int csp_decode_info(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, int64_t *c, int *bps) {
     int xf;
     if (src && n >= HEADER_SIZE && src[4] == 2) return v2_parse_header(src, n, h, w, c, bps, &xf);
+    if (src && n >= HEADER_SIZE && src[4] == 3) { int64_t tl, wl; return v3_parse_header(src, n, h, w, c, bps, &xf, &tl, &wl); }
     return parse_header(src, n, h, w, c, bps, &xf);
 }
 
@@ -645,18 +676,25 @@ static int read_freqs(bitr_t *r, uint32_t f[NTOK], int *nsym_out) {
     return CSP_OK;
 }
 
-static int read_tables(const uint8_t *p, int64_t len, int nctx, dtables_t *T) {
-    bitr_t r; br_init(&r, p, len);
+/* Read nctx context tables from *r into T (versions 1 and 3). */
+static int read_tables_from(bitr_t *r, int nctx, dtables_t *T) {
     for (int k = 0; k < nctx; k++) {
         uint32_t f[NTOK];
         int nsym;
-        if (read_freqs(&r, f, &nsym) != CSP_OK) return CSP_E_TABLE;
+        if (read_freqs(r, f, &nsym) != CSP_OK) return CSP_E_TABLE;
         uint32_t acc = 0;
         for (int s = 0; s < nsym; s++) {
             for (uint32_t q = 0; q < f[s]; q++) T->ent[k][acc + q] = (uint32_t)s | (q << 7) | (f[s] << 19);
             acc += f[s];
         }
     }
+    return CSP_OK;
+}
+
+static int read_tables(const uint8_t *p, int64_t len, int nctx, dtables_t *T) {
+    bitr_t r; br_init(&r, p, len);
+    int rc = read_tables_from(&r, nctx, T);
+    if (rc) return rc;
     if (!br_at_end(&r)) return CSP_E_TABLE;
     return CSP_OK;
 }
@@ -863,8 +901,13 @@ static int decode_plane(const uint8_t *body, const plane_desc_t *D, int64_t h, i
 }
 
 int csp_decode(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes) {
+    return csp_decode_ex(src, n, dst, dst_bytes, 0);
+}
+
+int csp_decode_ex(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, int flags) {
     int64_t h, w, c; int bps, xform;
     if (src && n >= HEADER_SIZE && src[4] == 2) return csp_decode2(src, n, dst, dst_bytes);
+    if (src && n >= HEADER_SIZE && src[4] == 3) return csp_decode3(src, n, dst, dst_bytes, flags);
     int rc = parse_header(src, n, &h, &w, &c, &bps, &xform);
     if (rc) return rc;
     if (!dst || dst_bytes != h * w * c * bps) return CSP_E_OUTSIZE;
@@ -913,3 +956,6 @@ done:
 
 /* bitstream version 2 (shares the helpers above) */
 #include "cspcodec2.c"
+
+/* bitstream version 3 (version 1's model, sixteen SIMD lanes) */
+#include "cspcodec3.c"

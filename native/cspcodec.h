@@ -1,4 +1,4 @@
-/* CSP lossless predictive pixel codec, bitstream versions 1 and 2 (see docs/codec.md);
+/* CSP lossless predictive pixel codec, bitstream versions 1, 2 and 3 (see docs/codec.md);
  * csp_decode and csp_decode_info accept both versions.
  *
  * Thread-safe, no global state: every call allocates (and frees) its own scratch memory.
@@ -31,10 +31,19 @@ int64_t csp_encode(const void *src, int64_t h, int64_t w, int64_t c, int bps, ui
 /* Encode like csp_encode, in bitstream version 2 (faster to decode and encode; see docs/codec.md). */
 int64_t csp_encode2(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap);
 
+/* Encode like csp_encode, in bitstream version 3 (version 1's model in sixteen wavefront lanes; decoded
+ * with AVX-512 where the CPU has it). dst needs csp_encode3_bound bytes. */
+int64_t csp_encode3_bound(int64_t h, int64_t w, int64_t c, int bps);
+int64_t csp_encode3(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap);
+
 /* Read the shape of a stream (checks magic, version, checksum and sizes). */
 int csp_decode_info(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, int64_t *c, int *bps);
 
 /* Decode a stream into dst (h * w * c samples of bps bytes; dst_bytes must match exactly). */
 int csp_decode(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes);
+
+/* csp_decode with flags: CSP_DECODE_NO_SIMD forces the portable scalar path (tests compare both). */
+#define CSP_DECODE_NO_SIMD 1
+int csp_decode_ex(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, int flags);
 
 #endif

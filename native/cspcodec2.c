@@ -178,27 +178,6 @@ static int64_t v2_encode_plane(v2enc_t *S, const luts_t *L, int64_t h, int64_t w
     return pos;
 }
 
-/* The colour transform choice of version 1 (same rule, same result). P: (h+1) x (w+2) scratch. */
-static int choose_xform(const void *src, int bps, int64_t h, int64_t w, int64_t c, int32_t maxv, int32_t *P) {
-    int xform = 0;
-    if (c != 3) return 0;
-    int64_t cost[N_XFORM] = {0}, yu = 0;
-    for (int pl = 0; pl < 3; pl++) {
-        fill_plane(src, bps, h, w, c, 0, pl, P, 1);
-        cost[0] += med_cost(P, h, w, plane_range(0, pl, maxv));
-    }
-    for (int pl = 0; pl < 2; pl++) {
-        fill_plane(src, bps, h, w, c, 1, pl, P, 1);
-        yu += med_cost(P, h, w, plane_range(1, pl, maxv));
-    }
-    for (int xf = 1; xf < N_XFORM; xf++) {
-        fill_plane(src, bps, h, w, c, xf, 2, P, 1);
-        cost[xf] = yu + med_cost(P, h, w, plane_range(xf, 2, maxv));
-    }
-    for (int xf = 1; xf < N_XFORM; xf++) if (cost[xf] < cost[xform]) xform = xf;
-    return xform;
-}
-
 int64_t csp_encode2(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap) {
     int64_t bound = csp_encode_bound(h, w, c, bps);
     if (bound < 0 || !src || !dst) return CSP_E_ARG;

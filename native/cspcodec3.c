@@ -1,0 +1,414 @@
+/* CSP lossless predictive pixel codec, bitstream version 3 (docs/codec.md §8).
+ *
+ * Included at the end of cspcodec.c: version 3 keeps version 1's whole model (colour transform,
+ * predictors and padding, contexts, tables; analyze_plane and read_tables_from are shared) and changes
+ * only the order of the coded symbols. The rows of a plane are dealt to L = min(16, max(1, W / 2))
+ * lanes (row y to lane y % L) that run as a wavefront, lane k two samples behind lane k - 1; each lane
+ * has its own rANS state, all share one word stream, and raw bits ride in the rANS states. Defined by
+ * csp/codecs/lossless/reference_v3.py; this file must produce and accept the same bytes.
+ *
+ * Decoder memory layout ("skew" buffers): sample q of lane k is decoded at step t = q + 2k and every
+ * per-sample array X (pixels P, |e| E, |x - MED| M, |x - AVG4| A, |x - GRAD| G) is stored at
+ * X[t * 16 + k]: the sixteen samples of a step are one contiguous vector. The neighbours a sample reads
+ * from the row above are then the vectors of steps t - 3 .. t - 1 moved up one lane (lane 0 takes lane
+ * L - 1's previous row, W - 2L steps further back). The AVX-512 kernel decodes one step (16 samples)
+ * per iteration in this layout; a portable scalar path (same layout) runs the ramp-up and ramp-down
+ * steps, planes with fewer than 16 lanes, and everything on CPUs without AVX-512.
+ */
+
+#define V3_LANES 16
+#define V3_DESC 4
+#define V3_FIXED (HEADER_SIZE + 8) /* header and the two lengths; + 4C descriptors, then the CRC */
+
+/* Schedule of a plane: lane count, rows per lane, number of steps. */
+typedef struct { int64_t L, n[V3_LANES], tend; } v3sched_t;
+
+static void v3_schedule(int64_t h, int64_t w, v3sched_t *S) {
+    int64_t L = w / 2;
+    if (L < 1) L = 1;
+    if (L > V3_LANES) L = V3_LANES;
+    S->L = L; S->tend = 0;
+    for (int64_t k = 0; k < V3_LANES; k++) {
+        S->n[k] = (k < L && k < h) ? (h - k + L - 1) / L : 0;
+        if (S->n[k] && S->n[k] * w + 2 * k > S->tend) S->tend = S->n[k] * w + 2 * k;
+    }
+}
+
+/* Token -> base of u before the raw bits are or-ed in (token itself below 16). */
+static inline uint32_t tok_base(int s) { return s < 16 ? (uint32_t)s : ((4u | (uint32_t)((s - 16) & 3)) << TOK_NB[s]); }
+
+/* ------------------------------------------------------------------ encoder */
+int64_t csp_encode3_bound(int64_t h, int64_t w, int64_t c, int bps) {
+    if (h < 1 || w < 1 || c < 1 || c > 65535 || (bps != 1 && bps != 2)) return CSP_E_ARG;
+    if (!shape_ok(h, w, c)) return CSP_E_ARG;
+    /* tables: at most 30 contexts of 77 bytes per plane; words: at most two per sample */
+    return V3_FIXED + 4 + 4 * V3_LANES + c * (V3_DESC + 2320 + h * w * 4);
+}
+
+/* The chosen context table of one plane in the compact form the emitter needs. */
+typedef struct { uint16_t freq[MAX_CTX][NTOK], start[MAX_CTX][NTOK]; } v3freq_t;
+
+int64_t csp_encode3(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap) {
+    if (csp_encode3_bound(h, w, c, bps) < 0) return CSP_E_ARG;
+    const int64_t W2 = w + 2, N = h * w;
+    const int32_t maxv = bps == 1 ? 255 : 65535;
+    const int64_t hlen = V3_FIXED + V3_DESC * c;
+    if (cap < hlen + 4) return CSP_E_OUTSIZE;
+    enc_scratch_t S;
+    const size_t PS = (size_t)((h + 1) * W2);
+    S.P = (int32_t *)malloc(sizeof(int32_t) * PS * 6);
+    S.E = S.P ? S.P + PS : NULL; S.E0 = S.P ? S.P + 2 * PS : NULL;
+    S.EM = S.P ? S.P + 3 * PS : NULL; S.EA = S.P ? S.P + 4 * PS : NULL; S.EG = S.P ? S.P + 5 * PS : NULL;
+    uint8_t *tokA = (uint8_t *)malloc((size_t)(N * c) * 3);      /* token, context mode 0, mode 1 */
+    uint32_t *uA = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)(N * c));
+    uint8_t *modes = (uint8_t *)malloc((size_t)c);
+    v3freq_t *FQ = (v3freq_t *)malloc(sizeof(v3freq_t) * (size_t)c);
+    plane_model_t *M = (plane_model_t *)malloc(sizeof(plane_model_t));
+    int64_t wcap = 2 * N * c + 2;
+    uint16_t *wbuf = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)wcap);
+    int64_t ret = 0;
+    if (!S.P || !tokA || !uA || !modes || !FQ || !M || !wbuf) { ret = CSP_E_NOMEM; goto done; }
+    luts_t L; make_luts(&L);
+    int xform = choose_xform(src, bps, h, w, c, maxv, S.P);
+    memcpy(dst, MAGIC, 4);
+    dst[4] = 3; dst[5] = (uint8_t)bps; dst[6] = (uint8_t)xform; dst[7] = 0;
+    wr32(dst + 8, (uint32_t)h); wr32(dst + 12, (uint32_t)w); wr16(dst + 16, (uint32_t)c); wr16(dst + 18, 0);
+    /* model of every plane (version 1's), tables written in plane order */
+    bitw_t bw = {dst + hlen + 4, 0, cap - hlen - 4, 0, 0, 0};
+    for (int64_t pl = 0; pl < c; pl++) {
+        fill_plane(src, bps, h, w, c, xform, (int)pl, S.P, 0);
+        S.tok = tokA + pl * N; S.ctx0 = tokA + N * c + pl * N; S.ctx1 = tokA + 2 * N * c + pl * N;
+        S.u = uA + pl * N;
+        analyze_plane(&S, &L, h, w, plane_range(xform, (int)pl, maxv), bps == 2, pl == 0 ? S.E0 : S.E,
+                      (xform && pl > 0) ? S.E0 : NULL, M, &bw);
+        if (bw.overflow) { ret = CSP_E_OUTSIZE; goto done; }
+        uint8_t *d = dst + HEADER_SIZE + V3_DESC * pl;
+        d[0] = (uint8_t)M->kind; d[1] = (uint8_t)M->mode; d[2] = (uint8_t)M->ashift; d[3] = (uint8_t)M->lshift;
+        modes[pl] = (uint8_t)M->mode;
+        for (int k = 0; k < MAX_CTX; k++)
+            for (int s = 0; s < NTOK; s++) {
+                FQ[pl].freq[k][s] = (uint16_t)M->freq[k][s];
+                FQ[pl].start[k][s] = (uint16_t)M->start[k][s];
+            }
+    }
+    const int64_t tl = bw.pos;
+    /* rANS, backwards: planes C-1..0, steps descending, phase B (raw bits) then phase A (tokens),
+     * lanes descending; words fill wbuf from the end */
+    v3sched_t SC; v3_schedule(h, w, &SC);
+    uint32_t xs[V3_LANES];
+    for (int k = 0; k < V3_LANES; k++) xs[k] = RANS_L;
+    int64_t wp = wcap;
+    for (int64_t pl = c - 1; pl >= 0; pl--) {
+        const uint8_t *tk = tokA + pl * N, *cx = tokA + (modes[pl] ? 2 : 1) * N * c + pl * N;
+        const uint32_t *uu = uA + pl * N;
+        const v3freq_t *F = &FQ[pl];
+        for (int64_t t = SC.tend - 1; t >= 0; t--) {
+            int64_t idx[V3_LANES];
+            for (int64_t k = SC.L - 1; k >= 0; k--) {
+                int64_t q = t - 2 * k;
+                idx[k] = -1;
+                if (q < 0 || q >= SC.n[k] * w) continue;
+                int64_t r = q / w, x = q - r * w;
+                int64_t i = (k + SC.L * r) * w + x;
+                idx[k] = i;
+                int nb = TOK_NB[tk[i]];
+                if (nb) {
+                    uint32_t v = xs[k];
+                    if (v >= (1u << (32 - nb))) { wbuf[--wp] = (uint16_t)v; v >>= 16; }
+                    xs[k] = (v << nb) | (uu[i] & ((1u << nb) - 1));
+                }
+            }
+            for (int64_t k = SC.L - 1; k >= 0; k--) {
+                int64_t i = idx[k];
+                if (i < 0) continue;
+                int s = tk[i], k2 = cx[i];
+                uint32_t f = F->freq[k2][s], v = xs[k];
+                if ((uint64_t)v >= ((uint64_t)f << 21)) { wbuf[--wp] = (uint16_t)v; v >>= 16; }
+                xs[k] = ((v / f) << PROB_BITS) + (v % f) + F->start[k2][s];
+            }
+        }
+    }
+    const int64_t nw = wcap - wp;
+    int64_t pos = hlen + 4 + tl;
+    if (pos + 4 * V3_LANES + 2 * nw > cap) { ret = CSP_E_OUTSIZE; goto done; }
+    for (int k = 0; k < V3_LANES; k++) wr32(dst + pos + 4 * k, xs[k]);
+    pos += 4 * V3_LANES;
+    for (int64_t k = 0; k < nw; k++) wr16(dst + pos + 2 * k, wbuf[wp + k]);
+    pos += 2 * nw;
+    wr32(dst + HEADER_SIZE + V3_DESC * c, (uint32_t)tl);
+    wr32(dst + HEADER_SIZE + V3_DESC * c + 4, (uint32_t)(2 * nw));
+    wr32(dst + hlen, crc32_bytes(dst, (size_t)hlen));
+    ret = pos;
+done:
+    free(S.P); free(tokA); free(uA); free(modes); free(FQ); free(M); free(wbuf);
+    return ret;
+}
+
+/* ------------------------------------------------------------------ decoder */
+static int v3_parse_header(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, int64_t *c, int *bps, int *xform,
+                           int64_t *tl, int64_t *wl) {
+    if (!src || n < HEADER_SIZE) return CSP_E_HEADER;
+    if (memcmp(src, MAGIC, 4) != 0) return CSP_E_MAGIC;
+    if (src[4] != 3) return CSP_E_VERSION;
+    int64_t cc = rd16(src + 16);
+    int64_t hlen = V3_FIXED + V3_DESC * cc;
+    if (cc == 0 || n < hlen + 4) return CSP_E_HEADER;
+    if (rd32(src + hlen) != crc32_bytes(src, (size_t)hlen)) return CSP_E_HEADER;
+    int b = src[5], xf = src[6];
+    if ((b != 1 && b != 2) || xf >= N_XFORM || (xf >= 1 && cc != 3) || src[7] || rd16(src + 18)) return CSP_E_HEADER;
+    int64_t hh = rd32(src + 8), ww = rd32(src + 12);
+    if (!shape_ok(hh, ww, cc)) return CSP_E_HEADER;
+    for (int64_t p = 0; p < cc; p++) {
+        const uint8_t *d = src + HEADER_SIZE + V3_DESC * p;
+        if (d[0] >= N_PRED || d[1] > 1 || d[2] > 15 || d[3] > 15) return CSP_E_HEADER;
+    }
+    int64_t t = rd32(src + HEADER_SIZE + V3_DESC * cc), wlen = rd32(src + HEADER_SIZE + V3_DESC * cc + 4);
+    if ((wlen & 1) || hlen + 4 + t + 4 * V3_LANES + wlen != n) return CSP_E_HEADER;
+    for (int k = 0; k < V3_LANES; k++)
+        if (rd32(src + hlen + 4 + t + 4 * k) < RANS_L) return CSP_E_HEADER;
+    *h = hh; *w = ww; *c = cc; *bps = b; *xform = xf; *tl = t; *wl = wlen;
+    return CSP_OK;
+}
+
+/* Decoder state of one plane. */
+typedef struct {
+    int64_t h, w, L, tend;
+    const int64_t *n;
+    int32_t *P, *E, *M, *A, *G; /* skew buffers of this plane (row t at X + 16 t; rows down to -pad) */
+    const int32_t *X0;          /* plane 0's |e| (cross-plane context) or NULL */
+    const dtables_t *T;
+    const luts_t *Lu;
+    int kind, mode, ash, lsh;
+    int32_t lo, hi;
+    uint32_t xs[V3_LANES];
+    int64_t r[V3_LANES], x[V3_LANES]; /* lane positions (v3_seek) */
+    const uint8_t *wp, *wend;
+    int err; /* CSP_E_DATA / CSP_E_RANGE seen */
+} v3dec_t;
+
+/* Sample (y, x) of a skew buffer X of lane count L and width w. */
+static inline int64_t v3_at(int64_t L, int64_t w, int64_t y, int64_t x) {
+    int64_t k = y % L, r = y / L;
+    return (r * w + x + 2 * k) * V3_LANES + k;
+}
+
+static inline uint32_t v3_next_word(v3dec_t *D, uint32_t x) {
+    if (x >= RANS_L) return x;
+    if (D->wend - D->wp < 2) { D->err = CSP_E_DATA; return RANS_L; }
+    x = (x << 16) | rd16(D->wp);
+    D->wp += 2;
+    return x;
+}
+
+/* Where lane k is at step t: sample index q = t - 2k, row index r = q / w, column x (kept in D->r, D->x
+ * and advanced one step at a time by v3_advance; v3_seek sets them for any step). */
+static void v3_seek(v3dec_t *D, int64_t t) {
+    for (int64_t k = 0; k < D->L; k++) {
+        int64_t q = t - 2 * k;
+        if (q < 0) { D->r[k] = -1; D->x[k] = q; continue; } /* not started: x counts up to 0 */
+        D->r[k] = q / D->w; D->x[k] = q - D->r[k] * D->w;
+    }
+}
+
+static inline void v3_advance(v3dec_t *D) {
+    for (int64_t k = 0; k < D->L; k++)
+        if (++D->x[k] == D->w || D->x[k] == 0) { D->x[k] = 0; D->r[k]++; }
+}
+
+/* One step of the portable decoder: phase A (tokens) then phase B (raw bits, reconstruction) for the
+ * active lanes, in lane order; then advances the lane positions. */
+static void v3_step_scalar(v3dec_t *D, int64_t t) {
+    const int64_t L = D->L, w = D->w;
+    int32_t pred[V3_LANES], pm[V3_LANES], pa[V3_LANES], pg[V3_LANES];
+    int tok[V3_LANES];
+    int64_t pos[V3_LANES];
+    for (int64_t k = 0; k < L; k++) {
+        const int64_t r = D->r[k], x = D->x[k];
+        pos[k] = -1;
+        if (r < 0 || r >= D->n[k]) continue;
+        /* the row above: lane k - 1 at the same row index, or lane L - 1 one row index up */
+        const int64_t ka = k ? k - 1 : L - 1, ra = k ? r : r - 1;
+        int32_t a, b = 0, c = 0, d = 0, Ea = 0, Eb = 0, Ec = 0, Ed = 0;
+        int32_t Ma = 0, Mb = 0, Mc = 0, Md = 0, Aa = 0, Ab = 0, Ac = 0, Ad = 0, Ga = 0, Gb = 0, Gc = 0, Gd = 0;
+        if (ra >= 0) {
+            int64_t i = (ra * w + x + 2 * ka) * V3_LANES + ka;
+            b = D->P[i]; Eb = D->E[i]; Mb = D->M[i]; Ab = D->A[i]; Gb = D->G[i];
+            if (x > 0) {
+                int64_t j = i - V3_LANES;
+                c = D->P[j]; Ec = D->E[j]; Mc = D->M[j]; Ac = D->A[j]; Gc = D->G[j];
+            } else { /* (y - 2, 0) */
+                const int64_t kb = ka ? ka - 1 : L - 1, rb = ka ? ra : ra - 1;
+                c = rb >= 0 ? D->P[(rb * w + 2 * kb) * V3_LANES + kb] : 0;
+            }
+            if (x + 1 < w) {
+                int64_t j = i + V3_LANES;
+                d = D->P[j]; Ed = D->E[j]; Md = D->M[j]; Ad = D->A[j]; Gd = D->G[j];
+            } else d = b;
+        }
+        if (x > 0) {
+            int64_t j = (t - 1) * V3_LANES + k;
+            a = D->P[j]; Ea = D->E[j]; Ma = D->M[j]; Aa = D->A[j]; Ga = D->G[j];
+        } else a = b;
+        const int32_t lo = D->lo, hi = D->hi;
+        int32_t m = predict(0, a, b, c, d, lo, hi), av = predict(1, a, b, c, d, lo, hi);
+        int32_t g = clamp32(a + b - c, lo, hi), p;
+        if (D->kind < PRED_SEL) p = D->kind == 0 ? m : (D->kind == 1 ? av : predict(2, a, b, c, d, lo, hi));
+        else {
+            int32_t sm = 2 * Ma + 2 * Mb + Mc + Md, sa = 2 * Aa + 2 * Ab + Ac + Ad;
+            p = sm <= sa ? m : av;
+            if (D->kind == PRED_SEL3) {
+                int32_t sg = 2 * Ga + 2 * Gb + Gc + Gd, smin = sm <= sa ? sm : sa;
+                if (sg < smin) p = g;
+            }
+        }
+        int32_t act = iabs32(a - c) + iabs32(b - c) + iabs32(b - d) + Eb + Ec + Ed + 2 * Ea;
+        if (D->X0) act += 2 * D->X0[t * V3_LANES + k];
+        act >>= 1 + D->ash;
+        if (act > 255) act = 255;
+        int ctx;
+        if (D->mode == 0) ctx = D->Lu->act0[act];
+        else { int32_t lv = p < 0 ? 0 : (p >> D->lsh); if (lv > 31) lv = 31; ctx = D->Lu->act1[act] + D->Lu->lvl[lv]; }
+        uint32_t xs = D->xs[k], slot = xs & (TOTAL - 1);
+        uint32_t ent = D->T->ent[ctx][slot];
+        tok[k] = (int)(ent & 0x7F);
+        xs = (ent >> 19) * (xs >> PROB_BITS) + ((ent >> 7) & 0xFFF);
+        D->xs[k] = v3_next_word(D, xs);
+        pred[k] = p; pm[k] = m; pa[k] = av; pg[k] = g;
+        pos[k] = t * V3_LANES + k;
+    }
+    for (int64_t k = 0; k < L; k++) {
+        if (pos[k] < 0) continue;
+        int s = tok[k], nb = TOK_NB[s];
+        uint32_t u = tok_base(s);
+        if (nb) {
+            uint32_t xs = D->xs[k];
+            u |= xs & ((1u << nb) - 1);
+            D->xs[k] = v3_next_word(D, xs >> nb);
+        }
+        int32_t e = (int32_t)(u >> 1) ^ -(int32_t)(u & 1);
+        int32_t v0 = pred[k] + e, v = clamp32(v0, D->lo, D->hi);
+        if (v != v0) D->err = CSP_E_RANGE;
+        int64_t j = pos[k];
+        D->P[j] = v; D->E[j] = iabs32(e);
+        D->M[j] = iabs32(v - pm[k]); D->A[j] = iabs32(v - pa[k]); D->G[j] = iabs32(v - pg[k]);
+    }
+    v3_advance(D);
+}
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define V3_HAVE_AVX512 1
+#include "cspcodec3_avx512.c"
+#else
+#define V3_HAVE_AVX512 0
+#endif
+
+/* Decode one plane into D's skew buffers from step 0 to the end. */
+static int v3_decode_plane(v3dec_t *D, int simd) {
+    int64_t t = 0;
+    v3_seek(D, 0);
+#if V3_HAVE_AVX512
+    if (simd && D->L == V3_LANES) {
+        /* steady state: every lane active */
+        int64_t t0 = 2 * (V3_LANES - 1), t1 = D->tend;
+        for (int64_t k = 0; k < V3_LANES; k++)
+            if (D->n[k] * D->w + 2 * k < t1) t1 = D->n[k] * D->w + 2 * k;
+        if (t1 - t0 > 8) {
+            for (; t < t0; t++) v3_step_scalar(D, t);
+            t = v3_avx512_run(D, t0, t1);
+            v3_seek(D, t);
+        }
+    }
+#else
+    (void)simd;
+#endif
+    for (; t < D->tend; t++) v3_step_scalar(D, t);
+    return D->err;
+}
+
+static int v3_cpu_has_avx512(void) {
+#if V3_HAVE_AVX512
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi") &&
+           __builtin_cpu_supports("avx512vbmi2");
+#else
+    return 0;
+#endif
+}
+
+static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, int flags) {
+    int64_t h, w, c, tl, wl; int bps, xform;
+    int rc = v3_parse_header(src, n, &h, &w, &c, &bps, &xform, &tl, &wl);
+    if (rc) return rc;
+    if (!dst || dst_bytes != h * w * c * bps) return CSP_E_OUTSIZE;
+    const int32_t maxv = bps == 1 ? 255 : 65535;
+    v3sched_t SC; v3_schedule(h, w, &SC);
+    const int64_t pad = w + 2 * V3_LANES + 4;              /* zero rows before step 0 */
+    const int64_t rows = pad + SC.tend + 4, SK = rows * V3_LANES;
+    const int nP = xform ? 3 : 1;
+    int32_t *buf = (int32_t *)malloc(sizeof(int32_t) * (size_t)(SK * (nP + 5)));
+    dtables_t *T = (dtables_t *)malloc(sizeof(dtables_t));
+    if (!buf || !T) { rc = CSP_E_NOMEM; goto done; }
+    luts_t Lu; make_luts(&Lu);
+    const int64_t hlen = V3_FIXED + V3_DESC * c;
+    const uint8_t *tab = src + hlen + 4, *lanes = tab + tl;
+    int64_t toff = 0;
+    const int simd = !(flags & CSP_DECODE_NO_SIMD) && v3_cpu_has_avx512();
+    v3dec_t D;
+    memset(&D, 0, sizeof D);
+    D.h = h; D.w = w; D.L = SC.L; D.tend = SC.tend; D.n = SC.n; D.T = T; D.Lu = &Lu;
+    for (int k = 0; k < V3_LANES; k++) D.xs[k] = rd32(lanes + 4 * k);
+    D.wp = lanes + 4 * V3_LANES; D.wend = D.wp + wl;
+    int32_t *E0 = buf + (nP + 4) * SK + pad * V3_LANES;
+    for (int64_t pl = 0; pl < c; pl++) {
+        const uint8_t *d = src + HEADER_SIZE + V3_DESC * pl;
+        D.kind = d[0]; D.mode = d[1]; D.ash = d[2]; D.lsh = d[3];
+        bitr_t r; br_init(&r, tab + toff, tl - toff);
+        if (read_tables_from(&r, N_CTX[D.mode], T)) { rc = CSP_E_TABLE; goto done; }
+        toff += (r.bits_read + 7) >> 3;
+        range_t rg = plane_range(xform, (int)pl, maxv);
+        D.lo = rg.lo; D.hi = rg.hi;
+        int32_t *base = buf + (xform ? pl : 0) * SK;
+        D.P = base + pad * V3_LANES;
+        D.E = (xform && pl == 0) ? E0 : buf + nP * SK + pad * V3_LANES;
+        D.M = buf + (nP + 1) * SK + pad * V3_LANES;
+        D.A = buf + (nP + 2) * SK + pad * V3_LANES;
+        D.G = buf + (nP + 3) * SK + pad * V3_LANES;
+        D.X0 = (xform && pl > 0) ? E0 : NULL;
+        /* the zero rows before step 0 and the ramp-up rows (inactive lanes read as zero) */
+        int32_t *arrs[5] = {D.P, D.E, D.M, D.A, D.G};
+        const int64_t zrows = pad + (SC.tend < 2 * V3_LANES ? SC.tend : 2 * V3_LANES);
+        for (int i = 0; i < 5; i++) memset(arrs[i] - pad * V3_LANES, 0, sizeof(int32_t) * (size_t)(zrows * V3_LANES));
+        rc = v3_decode_plane(&D, simd);
+        if (rc) goto done;
+        if (!xform) { /* store channel pl */
+            for (int64_t y = 0; y < h; y++) {
+                const int32_t *row = D.P + v3_at(SC.L, w, y, 0);
+                if (bps == 1) { uint8_t *o = (uint8_t *)dst + y * w * c + pl; for (int64_t x = 0; x < w; x++) o[x * c] = (uint8_t)row[x * V3_LANES]; }
+                else { uint16_t *o = (uint16_t *)dst + y * w * c + pl; for (int64_t x = 0; x < w; x++) o[x * c] = (uint16_t)row[x * V3_LANES]; }
+            }
+        }
+    }
+    if (toff != tl) { rc = CSP_E_TABLE; goto done; }
+    for (int k = 0; k < V3_LANES; k++) if (D.xs[k] != RANS_L) { rc = CSP_E_DATA; goto done; }
+    if (D.wp != D.wend) { rc = CSP_E_DATA; goto done; }
+    if (xform) {
+        const int32_t *P0 = buf + pad * V3_LANES, *P1 = P0 + SK, *P2 = P0 + 2 * SK;
+        for (int64_t y = 0; y < h; y++) {
+            const int64_t i0 = v3_at(SC.L, w, y, 0);
+            for (int64_t x = 0; x < w; x++) {
+                int64_t i = i0 + x * V3_LANES;
+                int32_t Y = P0[i], U = P1[i], V = P2[i];
+                int32_t v = V + (((xform - 1) * U) >> 2);
+                int32_t g = Y - ((U + v) >> 2), rr = U + g, b = v + g;
+                if ((uint32_t)rr > (uint32_t)maxv || (uint32_t)g > (uint32_t)maxv || (uint32_t)b > (uint32_t)maxv) { rc = CSP_E_RANGE; goto done; }
+                if (bps == 1) { uint8_t *o = (uint8_t *)dst + (y * w + x) * 3; o[0] = (uint8_t)rr; o[1] = (uint8_t)g; o[2] = (uint8_t)b; }
+                else { uint16_t *o = (uint16_t *)dst + (y * w + x) * 3; o[0] = (uint16_t)rr; o[1] = (uint16_t)g; o[2] = (uint16_t)b; }
+            }
+        }
+    }
+    rc = CSP_OK;
+done:
+    free(buf); free(T);
+    return rc;
+}
