@@ -2,21 +2,21 @@
  *
  * Included at the end of cspcodec.c: version 3 keeps version 1's whole model (colour transform,
  * predictors and padding, contexts, tables; analyze_plane and read_tables_from are shared) and changes
- * only the order of the coded symbols. The rows of a plane are dealt to L = min(16, max(1, W / 2))
+ * only the order of the coded symbols. The rows of a plane are dealt to L = min(32, max(1, W / 2))
  * lanes (row y to lane y % L) that run as a wavefront, lane k two samples behind lane k - 1; each lane
  * has its own rANS state, all share one word stream, and raw bits ride in the rANS states. Defined by
  * csp/codecs/lossless/reference_v3.py; this file must produce and accept the same bytes.
  *
  * Decoder memory layout ("skew" buffers): sample q of lane k is decoded at step t = q + 2k and every
  * per-sample array X (pixels P, |e| E, |x - MED| M, |x - AVG4| A, |x - GRAD| G) is stored at
- * X[t * 16 + k]: the sixteen samples of a step are one contiguous vector. The neighbours a sample reads
+ * X[t * 32 + k]: the 32 samples of a step are two contiguous vectors. The neighbours a sample reads
  * from the row above are then the vectors of steps t - 3 .. t - 1 moved up one lane (lane 0 takes lane
- * L - 1's previous row, W - 2L steps further back). The AVX-512 kernel decodes one step (16 samples)
+ * L - 1's previous row, W - 2L steps further back). The AVX-512 kernel decodes one step (32 samples)
  * per iteration in this layout; a portable scalar path (same layout) runs the ramp-up and ramp-down
- * steps, planes with fewer than 16 lanes, and everything on CPUs without AVX-512.
+ * steps after a corrupt sample, planes with fewer than 32 lanes, and everything on CPUs without AVX-512.
  */
 
-#define V3_LANES 16
+#define V3_LANES 32
 #define V3_DESC 4
 #define V3_FIXED (HEADER_SIZE + 8) /* header and the two lengths; + 4C descriptors, then the CRC */
 
@@ -174,7 +174,7 @@ static int v3_parse_header(const uint8_t *src, int64_t n, int64_t *h, int64_t *w
 typedef struct {
     int64_t h, w, L, tend;
     const int64_t *n;
-    int32_t *P, *E, *M, *A, *G; /* skew buffers of this plane (row t at X + 16 t; rows down to -pad) */
+    int32_t *P, *E, *M, *A, *G; /* skew buffers of this plane (row t at X + 32 t; rows down to -pad) */
     const int32_t *X0;          /* plane 0's |e| (cross-plane context) or NULL */
     const dtables_t *T;
     const luts_t *Lu;
@@ -308,15 +308,9 @@ static int v3_decode_plane(v3dec_t *D, int simd) {
     v3_seek(D, 0);
 #if V3_HAVE_AVX512
     if (simd && D->L == V3_LANES) {
-        /* steady state: every lane active */
-        int64_t t0 = 2 * (V3_LANES - 1), t1 = D->tend;
-        for (int64_t k = 0; k < V3_LANES; k++)
-            if (D->n[k] * D->w + 2 * k < t1) t1 = D->n[k] * D->w + 2 * k;
-        if (t1 - t0 > 8) {
-            for (; t < t0; t++) v3_step_scalar(D, t);
-            t = v3_avx512_run(D, t0, t1);
-            v3_seek(D, t);
-        }
+        t = v3_avx512_run(D, 0, D->tend); /* idle lanes (ramp-up, ramp-down) are masked */
+        if (D->err) return D->err;
+        v3_seek(D, t);
     }
 #else
     (void)simd;
@@ -336,6 +330,28 @@ static int v3_cpu_has_avx512(void) {
 #endif
 }
 
+/* Write a three-channel tile from the skew buffers of its planes (P0, P0 + SK, P0 + 2 SK), with the
+ * inverse RCT when xform > 0 (checking the result range). */
+static int v3_output3(const int32_t *P0, int64_t SK, int64_t L, int64_t h, int64_t w, int xform, int bps, void *dst) {
+    const int32_t maxv = bps == 1 ? 255 : 65535;
+    const int32_t *P1 = P0 + SK, *P2 = P0 + 2 * SK;
+    for (int64_t y = 0; y < h; y++) {
+        const int64_t i0 = v3_at(L, w, y, 0);
+        for (int64_t x = 0; x < w; x++) {
+            int64_t i = i0 + x * V3_LANES;
+            int32_t r = P0[i], g = P1[i], b = P2[i];
+            if (xform) {
+                int32_t Y = r, U = g, V = b + (((xform - 1) * g) >> 2);
+                g = Y - ((U + V) >> 2); r = U + g; b = V + g;
+                if ((uint32_t)r > (uint32_t)maxv || (uint32_t)g > (uint32_t)maxv || (uint32_t)b > (uint32_t)maxv) return CSP_E_RANGE;
+            }
+            if (bps == 1) { uint8_t *o = (uint8_t *)dst + (y * w + x) * 3; o[0] = (uint8_t)r; o[1] = (uint8_t)g; o[2] = (uint8_t)b; }
+            else { uint16_t *o = (uint16_t *)dst + (y * w + x) * 3; o[0] = (uint16_t)r; o[1] = (uint16_t)g; o[2] = (uint16_t)b; }
+        }
+    }
+    return CSP_OK;
+}
+
 static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, int flags) {
     int64_t h, w, c, tl, wl; int bps, xform;
     int rc = v3_parse_header(src, n, &h, &w, &c, &bps, &xform, &tl, &wl);
@@ -344,8 +360,8 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
     const int32_t maxv = bps == 1 ? 255 : 65535;
     v3sched_t SC; v3_schedule(h, w, &SC);
     const int64_t pad = w + 2 * V3_LANES + 4;              /* zero rows before step 0 */
-    const int64_t rows = pad + SC.tend + 4, SK = rows * V3_LANES;
-    const int nP = xform ? 3 : 1;
+    const int64_t rows = pad + SC.tend + 20, SK = rows * V3_LANES; /* + 16: the output pass reads whole blocks */
+    const int nP = c == 3 ? 3 : 1; /* three-channel tiles are written together at the end */
     int32_t *buf = (int32_t *)malloc(sizeof(int32_t) * (size_t)(SK * (nP + 5)));
     dtables_t *T = (dtables_t *)malloc(sizeof(dtables_t));
     if (!buf || !T) { rc = CSP_E_NOMEM; goto done; }
@@ -368,20 +384,24 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
         toff += (r.bits_read + 7) >> 3;
         range_t rg = plane_range(xform, (int)pl, maxv);
         D.lo = rg.lo; D.hi = rg.hi;
-        int32_t *base = buf + (xform ? pl : 0) * SK;
+        int32_t *base = buf + (nP == 3 ? pl : 0) * SK;
         D.P = base + pad * V3_LANES;
         D.E = (xform && pl == 0) ? E0 : buf + nP * SK + pad * V3_LANES;
         D.M = buf + (nP + 1) * SK + pad * V3_LANES;
         D.A = buf + (nP + 2) * SK + pad * V3_LANES;
         D.G = buf + (nP + 3) * SK + pad * V3_LANES;
         D.X0 = (xform && pl > 0) ? E0 : NULL;
-        /* the zero rows before step 0 and the ramp-up rows (inactive lanes read as zero) */
         int32_t *arrs[5] = {D.P, D.E, D.M, D.A, D.G};
-        const int64_t zrows = pad + (SC.tend < 2 * V3_LANES ? SC.tend : 2 * V3_LANES);
-        for (int i = 0; i < 5; i++) memset(arrs[i] - pad * V3_LANES, 0, sizeof(int32_t) * (size_t)(zrows * V3_LANES));
+        /* what the AVX-512 path reads before anything is stored there: all lanes of steps -3..-1 and the
+         * last lane (lane 0's row above) of the steps before it starts (the scalar path reads no pads) */
+        const int64_t zend = SC.tend < 2 * V3_LANES ? SC.tend : 2 * V3_LANES;
+        for (int i = 0; i < 5; i++) {
+            memset(arrs[i] - 3 * V3_LANES, 0, sizeof(int32_t) * 3 * V3_LANES);
+            for (int64_t r = -pad; r < zend; r++) arrs[i][r * V3_LANES + V3_LANES - 1] = 0;
+        }
         rc = v3_decode_plane(&D, simd);
         if (rc) goto done;
-        if (!xform) { /* store channel pl */
+        if (nP == 1) { /* store channel pl */
             for (int64_t y = 0; y < h; y++) {
                 const int32_t *row = D.P + v3_at(SC.L, w, y, 0);
                 if (bps == 1) { uint8_t *o = (uint8_t *)dst + y * w * c + pl; for (int64_t x = 0; x < w; x++) o[x * c] = (uint8_t)row[x * V3_LANES]; }
@@ -392,20 +412,13 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
     if (toff != tl) { rc = CSP_E_TABLE; goto done; }
     for (int k = 0; k < V3_LANES; k++) if (D.xs[k] != RANS_L) { rc = CSP_E_DATA; goto done; }
     if (D.wp != D.wend) { rc = CSP_E_DATA; goto done; }
-    if (xform) {
-        const int32_t *P0 = buf + pad * V3_LANES, *P1 = P0 + SK, *P2 = P0 + 2 * SK;
-        for (int64_t y = 0; y < h; y++) {
-            const int64_t i0 = v3_at(SC.L, w, y, 0);
-            for (int64_t x = 0; x < w; x++) {
-                int64_t i = i0 + x * V3_LANES;
-                int32_t Y = P0[i], U = P1[i], V = P2[i];
-                int32_t v = V + (((xform - 1) * U) >> 2);
-                int32_t g = Y - ((U + v) >> 2), rr = U + g, b = v + g;
-                if ((uint32_t)rr > (uint32_t)maxv || (uint32_t)g > (uint32_t)maxv || (uint32_t)b > (uint32_t)maxv) { rc = CSP_E_RANGE; goto done; }
-                if (bps == 1) { uint8_t *o = (uint8_t *)dst + (y * w + x) * 3; o[0] = (uint8_t)rr; o[1] = (uint8_t)g; o[2] = (uint8_t)b; }
-                else { uint16_t *o = (uint16_t *)dst + (y * w + x) * 3; o[0] = (uint16_t)rr; o[1] = (uint16_t)g; o[2] = (uint16_t)b; }
-            }
-        }
+    if (nP == 3) {
+        const int32_t *P0 = buf + pad * V3_LANES;
+#if V3_HAVE_AVX512
+        if (simd && bps == 1 && SC.L == V3_LANES) { rc = v3_avx512_output3_u8(P0, SK, SC.n, SC.tend, w, xform, (uint8_t *)dst); goto done; }
+#endif
+        rc = v3_output3(P0, SK, SC.L, h, w, xform, bps, dst);
+        goto done;
     }
     rc = CSP_OK;
 done:

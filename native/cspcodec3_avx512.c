@@ -1,34 +1,206 @@
-/* AVX-512 decoder of bitstream version 3 for the steady state of a plane (all sixteen lanes active).
+/* AVX-512 decoder of bitstream version 3 (planes of 32 lanes).
  *
  * Included by cspcodec3.c; compiled for AVX-512 F/BW/VL/VBMI/VBMI2 with target attributes and called only
- * after a run-time CPU check. One loop iteration decodes step t, i.e. one sample of each of the sixteen
- * lanes, in exactly the order of the scalar path (phase A: tokens of lanes 0..15, each renormalising
- * from the shared word stream in lane order, which is what a masked expand-load does; phase B: raw
- * bits, likewise). The neighbours come from registers: a lane's left neighbour is its own result of
- * step t - 1, and the row above is the previous three step vectors moved up one lane (lane 0 takes lane
- * 15's previous row from the skew buffer). Results are stored to the skew buffers, so the scalar path
- * can continue where this loop stops (the end of the steady state).
+ * after a run-time CPU check. One loop iteration decodes step t, i.e. one sample of each of the 32 lanes
+ * held in two vectors (lanes 0-15 and 16-31: two independent dependency chains, which hides most of the
+ * gather and multiply latency), in exactly the order of the scalar path: phase A, the tokens of lanes
+ * 0..31, each renormalising from the shared word stream in lane order (a masked expand-load per vector),
+ * then phase B, the raw bits, likewise. The neighbours come from registers: a lane's left neighbour is
+ * its own result of step t - 1, and the row above is the previous three step vectors moved up one lane
+ * (lane 16 takes lane 15 of the same step; lane 0 takes lane 31's previous row from the skew buffer).
+ * Idle lanes (ramp-up and ramp-down) are masked: they read no words, keep their state, store nothing.
  */
 #include <immintrin.h>
 
 #define V3_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512vbmi2,popcnt")))
 
-/* Vector v (step s of skew buffer X) moved up one lane; lane 0 gets lane 15 of step s - w + 32 (the same
- * columns one row up, for lane 0). */
-V3_TARGET static inline __m512i v3_up(const int32_t *X, int64_t s, int64_t w, __m512i v) {
-    return _mm512_alignr_epi32(v, _mm512_set1_epi32(X[(s - w + 32) * V3_LANES + 15]), 15);
-}
+/* Per vector (16 lanes): the pixel value P, |e| E and the MED/AVG4/GRAD errors M/A/G of step t - 1 in
+ * the own lane (l) and moved up one lane (u1); the column-0 pad register Bz and the rANS states. The
+ * moved-up vectors of steps t - 2 and t - 3 (u2, u3) are kept in a ring in memory (fewer registers). */
+typedef struct {
+    __m512i Pl, Pu1, El, Eu1, Ml, Mu1, Al, Au1, Gl, Gu1;
+    __m512i Bz, xs;
+} v3vec_t;
+
+/* ring[t & 3][array][vector]: array 0..4 = P, E, M, A, G moved up one lane at step t */
+typedef __m512i v3ring_t[4][5][2];
+
+/* Per-step temporaries of one vector between the phases. */
+typedef struct {
+    __mmask16 on, m0, mW;
+    __m512i p, pm, pa, pg, s, x1, nb, bm;
+} v3tmp_t;
+
+/* Constants of a plane. */
+typedef struct {
+    __m512i T_act0, T_act1, T_lvl, T_nb0, T_nb1, T_bm0, T_bm1, vlo, vhi, vspan;
+    __m128i sh_act, sh_lvl;
+    const int *ent;
+} v3k_t;
 
 #define V3_ROW(X, s) _mm512_loadu_si512((const void *)((X) + (s) * V3_LANES))
 
-/* One renormalisation of all lanes: lanes below 2^16 take the next words, in lane order. */
-#define V3_RENORM(xs)                                                                         \
-    do {                                                                                      \
-        __mmask16 m_ = _mm512_cmplt_epu32_mask(xs, vRL);                                      \
-        __m512i w_ = _mm512_cvtepu16_epi32(_mm256_maskz_expandloadu_epi16(m_, (const void *)wp)); \
-        xs = _mm512_mask_or_epi32(xs, m_, _mm512_slli_epi32(xs, 16), w_);                      \
-        wp += 2 * _mm_popcnt_u32((unsigned)m_);                                                \
-    } while (0)
+/* Lanes 0-15 of row s of X moved up one lane: lane 0 gets lane 31 of step s - w + 64 (its row above). */
+V3_TARGET static inline __m512i v3_upA(const int32_t *X, int64_t s, int64_t w, __m512i vA) {
+    return _mm512_alignr_epi32(vA, _mm512_set1_epi32(X[(s - w + 2 * V3_LANES) * V3_LANES + V3_LANES - 1]), 15);
+}
+/* Lanes 16-31 moved up one lane: lane 16 gets lane 15 of the same step. */
+V3_TARGET static inline __m512i v3_upB(__m512i vB, __m512i vA) { return _mm512_alignr_epi32(vB, vA, 15); }
+
+/* One renormalisation of the active lanes of one vector: lanes below 2^16 take the next words in lane
+ * order. Returns the new word pointer. */
+V3_TARGET static inline const uint8_t *v3_renorm(__m512i *xs, __mmask16 on, const uint8_t *wp) {
+    const __mmask16 m = _mm512_mask_cmplt_epu32_mask(on, *xs, _mm512_set1_epi32((int)RANS_L));
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_expandloadu_epi16(m, (const void *)wp));
+    *xs = _mm512_mask_or_epi32(*xs, m, _mm512_slli_epi32(*xs, 16), w);
+    return wp + 2 * _mm_popcnt_u32((unsigned)m);
+}
+
+/* 2 err(left) + 2 err(above) + err(above-left) + err(above-right), pads 0 */
+V3_TARGET static inline __m512i v3_score(__m512i l, __m512i u1, __m512i u2, __m512i u3, __mmask16 n0, __mmask16 nW) {
+    const __m512i u2x2 = _mm512_slli_epi32(u2, 1);
+    return _mm512_add_epi32(_mm512_maskz_add_epi32(n0, _mm512_slli_epi32(l, 1), u3), _mm512_mask_add_epi32(u2x2, nW, u2x2, u1));
+}
+
+/* Prediction, context and token (phase A before the renormalisation) of one vector at step t; rotBz is
+ * the column-0 above-left pad (the previous lane's Bz). */
+V3_TARGET CSP_INLINE void v3_phase_a(v3vec_t *V, v3tmp_t *T, const v3k_t *K, __m512i rotBz, const int32_t *X0row,
+                                     const __m512i *u2, const __m512i *u3, const int kind, const int mode,
+                                     const int cross) {
+    const int sel = kind >= PRED_SEL, sel3 = kind == PRED_SEL3;
+    const __m512i zero = _mm512_setzero_si512();
+    const __mmask16 n0 = (__mmask16)~T->m0, nW = (__mmask16)~T->mW;
+    /* version 1's pads: column -1 of row y is (y-1, 0), column W of row y-1 is (y-1, W-1); the
+     * above-left pad of column 0 is (y-2, 0), the previous lane's Bz */
+    const __m512i b = u2[0];
+    const __m512i a = _mm512_mask_mov_epi32(V->Pl, T->m0, b);
+    const __m512i c = _mm512_mask_mov_epi32(u3[0], T->m0, rotBz);
+    const __m512i d = _mm512_mask_mov_epi32(V->Pu1, T->mW, b);
+    V->Bz = _mm512_mask_mov_epi32(V->Bz, T->m0, b);
+    /* context first (the critical path): |a-c| + 2 E(left) + the rest */
+    __m512i rest = _mm512_add_epi32(_mm512_abs_epi32(_mm512_sub_epi32(b, c)), _mm512_abs_epi32(_mm512_sub_epi32(b, d)));
+    rest = _mm512_add_epi32(rest, _mm512_mask_add_epi32(u2[1], nW, u2[1], V->Eu1));
+    if (cross) rest = _mm512_add_epi32(rest, _mm512_slli_epi32(_mm512_loadu_si512((const void *)X0row), 1));
+    __m512i act = _mm512_add_epi32(_mm512_abs_epi32(_mm512_sub_epi32(a, c)),
+                                   _mm512_maskz_add_epi32(n0, _mm512_slli_epi32(V->El, 1), u3[1]));
+    act = _mm512_min_epu32(_mm512_srl_epi32(_mm512_add_epi32(act, rest), K->sh_act), _mm512_set1_epi32(63));
+    const __m512i mx = _mm512_max_epi32(a, b), mn = _mm512_min_epi32(a, b);
+    const __m512i abc = _mm512_sub_epi32(_mm512_add_epi32(a, b), c);
+    T->pm = _mm512_max_epi32(mn, _mm512_min_epi32(mx, abc)); /* MED = median(a, b, a + b - c) */
+    T->pa = zero; T->pg = zero;
+    if (kind == 1 || sel) {
+        __m512i s4 = _mm512_sub_epi32(_mm512_slli_epi32(_mm512_add_epi32(a, b), 1), c);
+        s4 = _mm512_srai_epi32(_mm512_add_epi32(s4, _mm512_add_epi32(d, _mm512_set1_epi32(2))), 2);
+        T->pa = _mm512_min_epi32(_mm512_max_epi32(s4, K->vlo), K->vhi);
+    }
+    if (kind == 0) T->p = T->pm;
+    else if (kind == 1) T->p = T->pa;
+    else if (kind == 2) T->p = _mm512_srai_epi32(_mm512_add_epi32(_mm512_add_epi32(a, b), _mm512_set1_epi32(1)), 1);
+    else {
+        const __m512i sm = v3_score(V->Ml, V->Mu1, u2[2], u3[2], n0, nW);
+        const __m512i sa = v3_score(V->Al, V->Au1, u2[3], u3[3], n0, nW);
+        T->p = _mm512_mask_mov_epi32(T->pa, _mm512_cmple_epi32_mask(sm, sa), T->pm);
+        if (sel3) {
+            T->pg = _mm512_min_epi32(_mm512_max_epi32(abc, K->vlo), K->vhi);
+            const __m512i sg = v3_score(V->Gl, V->Gu1, u2[4], u3[4], n0, nW);
+            T->p = _mm512_mask_mov_epi32(T->p, _mm512_cmplt_epi32_mask(sg, _mm512_min_epi32(sm, sa)), T->pg);
+        }
+    }
+    __m512i ctx;
+    if (mode == 0) ctx = _mm512_permutexvar_epi8(act, K->T_act0);
+    else {
+        const __m512i lv = _mm512_min_epi32(_mm512_srl_epi32(_mm512_max_epi32(T->p, zero), K->sh_lvl), _mm512_set1_epi32(31));
+        ctx = _mm512_add_epi32(_mm512_permutexvar_epi8(act, K->T_act1), _mm512_permutexvar_epi8(lv, K->T_lvl));
+    }
+    /* token: (ctx << 11) | (x & 2047) -> symbol | (slot - start) << 7 | freq << 19 */
+    const __m512i idx = _mm512_ternarylogic_epi32(_mm512_slli_epi32(ctx, PROB_BITS), V->xs, _mm512_set1_epi32(TOTAL - 1), 0xF8);
+    const __m512i en = _mm512_i32gather_epi32(idx, K->ent, 4);
+    T->s = _mm512_and_si512(en, _mm512_set1_epi32(0x7F));
+    T->x1 = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srli_epi32(en, 19), _mm512_srli_epi32(V->xs, PROB_BITS)),
+                             _mm512_and_si512(_mm512_srli_epi32(en, 7), _mm512_set1_epi32(0xFFF)));
+    T->nb = _mm512_permutex2var_epi8(K->T_nb0, T->s, K->T_nb1);
+    T->bm = _mm512_permutex2var_epi8(K->T_bm0, T->s, K->T_bm1);
+}
+
+/* Phase B of one vector after its raw-bit renormalisation: residual, sample, range check, stores and
+ * left histories (the caller shifts the up-histories). Returns nonzero when a sample is out of range. */
+V3_TARGET CSP_INLINE int v3_finish(v3vec_t *V, v3tmp_t *T, const v3k_t *K, __m512i bits, int32_t *P, int32_t *E,
+                                   int32_t *M, int32_t *A, int32_t *G, int64_t off, const int kind) {
+    const int sel = kind >= PRED_SEL, sel3 = kind == PRED_SEL3;
+    const __m512i one = _mm512_set1_epi32(1);
+    V->xs = _mm512_mask_mov_epi32(V->xs, T->on, T->x1);
+    const __m512i u = _mm512_or_si512(_mm512_sllv_epi32(T->bm, T->nb), bits);
+    const __m512i e = _mm512_xor_si512(_mm512_srli_epi32(u, 1), _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_and_si512(u, one)));
+    const __m512i v = _mm512_add_epi32(T->p, e);
+    const int bad = _mm512_mask_cmpgt_epu32_mask(T->on, _mm512_sub_epi32(v, K->vlo), K->vspan) != 0;
+    const __m512i ae = _mm512_abs_epi32(e);
+    _mm512_mask_storeu_epi32((void *)(P + off), T->on, v);
+    _mm512_mask_storeu_epi32((void *)(E + off), T->on, ae);
+    V->Pl = v; V->El = ae;
+    if (sel) {
+        V->Ml = _mm512_abs_epi32(_mm512_sub_epi32(v, T->pm));
+        V->Al = _mm512_abs_epi32(_mm512_sub_epi32(v, T->pa));
+        _mm512_mask_storeu_epi32((void *)(M + off), T->on, V->Ml);
+        _mm512_mask_storeu_epi32((void *)(A + off), T->on, V->Al);
+        if (sel3) {
+            V->Gl = _mm512_abs_epi32(_mm512_sub_epi32(v, T->pg));
+            _mm512_mask_storeu_epi32((void *)(G + off), T->on, V->Gl);
+        }
+    }
+    return bad;
+}
+
+
+/* Initial state at step t0 from the skew buffers (zeros before step 0): left and moved-up histories of
+ * both vectors, the ring, Bz and the states. */
+V3_TARGET static void v3_init(v3vec_t V[2], v3ring_t ring, const v3dec_t *D, int64_t t0, const int32_t *const X[5]) {
+    const int64_t w = D->w;
+    int32_t bz[V3_LANES];
+    for (int64_t k = 0; k < V3_LANES; k++) {
+        const int64_t q = t0 - 2 * k, r = q >= 0 ? q / w : -1, x = q >= 0 ? q - r * w : q, y = k + V3_LANES * r;
+        bz[k] = (q >= 0 && x >= 1 && y >= 1) ? D->P[v3_at(V3_LANES, w, y - 1, 0)] : 0;
+    }
+    for (int h = 0; h < 2; h++) {
+        V[h].Bz = _mm512_loadu_si512(bz + 16 * h);
+        V[h].xs = _mm512_loadu_si512(D->xs + 16 * h);
+    }
+    for (int j = 1; j <= 3; j++) {
+        const int64_t s = t0 - j;
+        for (int a = 0; a < 5; a++) {
+            const __m512i vA = V3_ROW(X[a], s), vB = V3_ROW(X[a] + 16, s);
+            ring[s & 3][a][0] = v3_upA(X[a], s, w, vA);
+            ring[s & 3][a][1] = v3_upB(vB, vA);
+        }
+    }
+    __m512i *l[5] = {&V[0].Pl, &V[0].El, &V[0].Ml, &V[0].Al, &V[0].Gl};
+    __m512i *u[5] = {&V[0].Pu1, &V[0].Eu1, &V[0].Mu1, &V[0].Au1, &V[0].Gu1};
+    for (int a = 0; a < 5; a++) {
+        const ptrdiff_t dl = l[a] - &V[0].Pl, du = u[a] - &V[0].Pl;
+        for (int h = 0; h < 2; h++) {
+            *(&V[h].Pl + dl) = V3_ROW(X[a] + 16 * h, t0 - 1);
+            *(&V[h].Pl + du) = ring[(t0 - 1) & 3][a][h];
+        }
+    }
+}
+
+/* Lane masks of step t for vector h: on (active lanes), m0 (active lanes at column 0), mW (column W-1).
+ * m0/mW depend only on t mod W (tables); all lanes are active between the ramps. */
+typedef struct { uint32_t *m0, *mW; int64_t full0, full1; } v3masks_t;
+
+static inline void v3_masks(const v3masks_t *MK, const v3dec_t *D, int64_t t, int64_t tw, v3tmp_t *TA, v3tmp_t *TB) {
+    uint32_t on = 0xFFFFFFFFu;
+    if (t < MK->full0 || t >= MK->full1) {
+        on = 0;
+        for (int64_t k = 0; k < V3_LANES; k++) {
+            const int64_t q = t - 2 * k;
+            if (q >= 0 && q < D->n[k] * D->w) on |= 1u << k;
+        }
+    }
+    const uint32_t m0 = MK->m0[tw] & on, mW = MK->mW[tw];
+    TA->on = (__mmask16)on; TB->on = (__mmask16)(on >> 16);
+    TA->m0 = (__mmask16)m0; TB->m0 = (__mmask16)(m0 >> 16);
+    TA->mW = (__mmask16)mW; TB->mW = (__mmask16)(mW >> 16);
+}
 
 V3_TARGET CSP_INLINE int64_t v3_avx512_kernel(v3dec_t *D, int64_t t0, int64_t t1, const int kind, const int mode,
                                               const int cross) {
@@ -36,57 +208,45 @@ V3_TARGET CSP_INLINE int64_t v3_avx512_kernel(v3dec_t *D, int64_t t0, int64_t t1
     const int sel = kind >= PRED_SEL, sel3 = kind == PRED_SEL3;
     int32_t *P = D->P, *E = D->E, *M = D->M, *A = D->A, *G = D->G;
     const int32_t *X0 = D->X0;
-    const int *ent = (const int *)&D->T->ent[0][0];
-    uint8_t t_act0[64], t_act1[64], t_lvl[64], t_nb[128], t_bm[128];
-    for (int i = 0; i < 64; i++) { t_act0[i] = D->Lu->act0[i]; t_act1[i] = D->Lu->act1[i]; t_lvl[i] = D->Lu->lvl[i & 31]; }
-    for (int s = 0; s < 128; s++) {
-        t_nb[s] = s < NTOK ? TOK_NB[s] : 0;
-        t_bm[s] = (uint8_t)(s < 16 ? s : (s < NTOK ? (4 | ((s - 16) & 3)) : 0));
+    v3k_t K;
+    {
+        uint8_t t_act0[64], t_act1[64], t_lvl[64], t_nb[128], t_bm[128];
+        for (int i = 0; i < 64; i++) { t_act0[i] = D->Lu->act0[i]; t_act1[i] = D->Lu->act1[i]; t_lvl[i] = D->Lu->lvl[i & 31]; }
+        for (int s = 0; s < 128; s++) {
+            t_nb[s] = s < NTOK ? TOK_NB[s] : 0;
+            t_bm[s] = (uint8_t)(s < 16 ? s : (s < NTOK ? (4 | ((s - 16) & 3)) : 0));
+        }
+        K.T_act0 = _mm512_loadu_si512(t_act0); K.T_act1 = _mm512_loadu_si512(t_act1); K.T_lvl = _mm512_loadu_si512(t_lvl);
+        K.T_nb0 = _mm512_loadu_si512(t_nb); K.T_nb1 = _mm512_loadu_si512(t_nb + 64);
+        K.T_bm0 = _mm512_loadu_si512(t_bm); K.T_bm1 = _mm512_loadu_si512(t_bm + 64);
+        K.vlo = _mm512_set1_epi32(D->lo); K.vhi = _mm512_set1_epi32(D->hi); K.vspan = _mm512_set1_epi32(D->hi - D->lo);
+        K.sh_act = _mm_cvtsi32_si128(1 + D->ash); K.sh_lvl = _mm_cvtsi32_si128(D->lsh);
+        K.ent = (const int *)&D->T->ent[0][0];
     }
-    const __m512i T_act0 = _mm512_loadu_si512(t_act0), T_act1 = _mm512_loadu_si512(t_act1);
-    const __m512i T_lvl = _mm512_loadu_si512(t_lvl);
-    const __m512i T_nb0 = _mm512_loadu_si512(t_nb), T_nb1 = _mm512_loadu_si512(t_nb + 64);
-    const __m512i T_bm0 = _mm512_loadu_si512(t_bm), T_bm1 = _mm512_loadu_si512(t_bm + 64);
-    const __m512i vlo = _mm512_set1_epi32(D->lo), vhi = _mm512_set1_epi32(D->hi);
-    const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1), two = _mm512_set1_epi32(2);
-    const __m512i vRL = _mm512_set1_epi32((int)RANS_L), m2047 = _mm512_set1_epi32(TOTAL - 1);
-    const __m512i m7f = _mm512_set1_epi32(0x7F), mfff = _mm512_set1_epi32(0xFFF), c63 = _mm512_set1_epi32(63);
-    const __m512i c31 = _mm512_set1_epi32(31), vW = _mm512_set1_epi32((int)w), vW1 = _mm512_set1_epi32((int)(w - 1));
-    const __m128i sh_act = _mm_cvtsi32_si128(1 + D->ash), sh_lvl = _mm_cvtsi32_si128(D->lsh);
-
-    /* lane positions at step t0 and the pad register Bz (per lane, the `b` of its last column-0 sample:
-     * the above-left pad of the next lane's column 0) */
-    int32_t xp[V3_LANES], bz[V3_LANES];
-    for (int64_t k = 0; k < V3_LANES; k++) {
-        int64_t q = t0 - 2 * k, r = q / w, x = q - r * w, y = k + V3_LANES * r;
-        xp[k] = (int32_t)x;
-        bz[k] = (x >= 1 && y >= 1) ? P[v3_at(V3_LANES, w, y - 1, 0)] : 0;
+    const int32_t *const X[5] = {P, E, M, A, G};
+    v3vec_t V[2];
+    v3ring_t ring;
+    v3_init(V, ring, D, t0, X);
+    v3vec_t *const VA = &V[0], *const VB = &V[1];
+    /* per t mod W: lanes at column 0 and at column W - 1 */
+    v3masks_t MK;
+    MK.m0 = (uint32_t *)malloc(sizeof(uint32_t) * 2 * (size_t)w);
+    if (!MK.m0) { D->err = CSP_E_NOMEM; return t0; }
+    MK.mW = MK.m0 + w;
+    memset(MK.m0, 0, sizeof(uint32_t) * 2 * (size_t)w);
+    for (int64_t k = 0; k < V3_LANES; k++) { /* lane k is at column x at steps t = x + 2k (mod w) */
+        MK.m0[(2 * k) % w] |= 1u << k;
+        MK.mW[(2 * k + w - 1) % w] |= 1u << k;
     }
-    __m512i xpos = _mm512_loadu_si512(xp), Bz = _mm512_loadu_si512(bz);
-
-    /* histories: own lane at t - 1 (l), row above at t - 1, t - 2, t - 3 (u1, u2, u3) */
-    __m512i Pl = V3_ROW(P, t0 - 1), Pu1 = v3_up(P, t0 - 1, w, Pl);
-    __m512i Pu2 = v3_up(P, t0 - 2, w, V3_ROW(P, t0 - 2)), Pu3 = v3_up(P, t0 - 3, w, V3_ROW(P, t0 - 3));
-    __m512i El = V3_ROW(E, t0 - 1), Eu1 = v3_up(E, t0 - 1, w, El);
-    __m512i Eu2 = v3_up(E, t0 - 2, w, V3_ROW(E, t0 - 2)), Eu3 = v3_up(E, t0 - 3, w, V3_ROW(E, t0 - 3));
-    __m512i Ml = zero, Mu1 = zero, Mu2 = zero, Mu3 = zero, Al = zero, Au1 = zero, Au2 = zero, Au3 = zero;
-    __m512i Gl = zero, Gu1 = zero, Gu2 = zero, Gu3 = zero;
-    if (sel) {
-        Ml = V3_ROW(M, t0 - 1); Mu1 = v3_up(M, t0 - 1, w, Ml);
-        Mu2 = v3_up(M, t0 - 2, w, V3_ROW(M, t0 - 2)); Mu3 = v3_up(M, t0 - 3, w, V3_ROW(M, t0 - 3));
-        Al = V3_ROW(A, t0 - 1); Au1 = v3_up(A, t0 - 1, w, Al);
-        Au2 = v3_up(A, t0 - 2, w, V3_ROW(A, t0 - 2)); Au3 = v3_up(A, t0 - 3, w, V3_ROW(A, t0 - 3));
-    }
-    if (sel3) {
-        Gl = V3_ROW(G, t0 - 1); Gu1 = v3_up(G, t0 - 1, w, Gl);
-        Gu2 = v3_up(G, t0 - 2, w, V3_ROW(G, t0 - 2)); Gu3 = v3_up(G, t0 - 3, w, V3_ROW(G, t0 - 3));
-    }
-    __m512i xs = _mm512_loadu_si512(D->xs);
-    /* words: read in place while at least 32 remain (a step reads at most 32); then from a zero-padded
+    MK.full0 = 2 * (V3_LANES - 1); MK.full1 = D->tend;
+    for (int64_t k = 0; k < V3_LANES; k++)
+        if (D->n[k] * w + 2 * k < MK.full1) MK.full1 = D->n[k] * w + 2 * k;
+    int64_t tw = t0 % w;
+    /* words: read in place while at least 64 remain (a step reads at most 64); then from a zero-padded
      * copy of the tail, stopping with an error if the stream runs out */
     const uint8_t *wp = D->wp, *wend = D->wend, *real = NULL;
     uint8_t tail[12 * V3_LANES];
-    __mmask16 bad = 0;
+    int bad = 0;
     int64_t t = t0;
     for (; t < t1; t++) {
         if (wend - wp < 4 * V3_LANES) {
@@ -97,108 +257,56 @@ V3_TARGET CSP_INLINE int64_t v3_avx512_kernel(v3dec_t *D, int64_t t0, int64_t t1
                 real = wp; wp = tail; wend = tail + rem;
             } else if (wp > wend) { D->err = CSP_E_DATA; break; }
         }
-        const __mmask16 m0 = _mm512_cmpeq_epi32_mask(xpos, zero), mW = _mm512_cmpeq_epi32_mask(xpos, vW1);
-        const __mmask16 n0 = (__mmask16)~m0, nW = (__mmask16)~mW;
-        /* neighbours with version 1's pads: column -1 of row y is (y-1, 0), column W of row y-1 is
-         * (y-1, W-1); the above-left pad of column 0 is (y-2, 0) = the previous lane's Bz */
-        const __m512i b = Pu2;
-        const __m512i a = _mm512_mask_mov_epi32(Pl, m0, b);
-        const __m512i c = _mm512_mask_mov_epi32(Pu3, m0, _mm512_alignr_epi32(Bz, Bz, 15));
-        const __m512i d = _mm512_mask_mov_epi32(Pu1, mW, b);
-        Bz = _mm512_mask_mov_epi32(Bz, m0, b);
-        const __m512i mx = _mm512_max_epi32(a, b), mn = _mm512_min_epi32(a, b);
-        const __m512i abc = _mm512_sub_epi32(_mm512_add_epi32(a, b), c);
-        __m512i pm = _mm512_mask_mov_epi32(abc, _mm512_cmple_epi32_mask(c, mn), mx);
-        pm = _mm512_mask_mov_epi32(pm, _mm512_cmpge_epi32_mask(c, mx), mn);
-        __m512i pa = zero, pg = zero, p;
-        if (kind == 1 || sel) {
-            __m512i s4 = _mm512_sub_epi32(_mm512_slli_epi32(_mm512_add_epi32(a, b), 1), c);
-            s4 = _mm512_srai_epi32(_mm512_add_epi32(s4, _mm512_add_epi32(d, two)), 2);
-            pa = _mm512_min_epi32(_mm512_max_epi32(s4, vlo), vhi);
-        }
-        if (kind == 0) p = pm;
-        else if (kind == 1) p = pa;
-        else if (kind == 2) p = _mm512_srai_epi32(_mm512_add_epi32(_mm512_add_epi32(a, b), one), 1);
-        else {
-            const __m512i sm = _mm512_add_epi32(
-                _mm512_slli_epi32(_mm512_add_epi32(_mm512_maskz_mov_epi32(n0, Ml), Mu2), 1),
-                _mm512_add_epi32(_mm512_maskz_mov_epi32(n0, Mu3), _mm512_maskz_mov_epi32(nW, Mu1)));
-            const __m512i sa = _mm512_add_epi32(
-                _mm512_slli_epi32(_mm512_add_epi32(_mm512_maskz_mov_epi32(n0, Al), Au2), 1),
-                _mm512_add_epi32(_mm512_maskz_mov_epi32(n0, Au3), _mm512_maskz_mov_epi32(nW, Au1)));
-            p = _mm512_mask_mov_epi32(pa, _mm512_cmple_epi32_mask(sm, sa), pm);
-            if (sel3) {
-                pg = _mm512_min_epi32(_mm512_max_epi32(abc, vlo), vhi);
-                const __m512i sg = _mm512_add_epi32(
-                    _mm512_slli_epi32(_mm512_add_epi32(_mm512_maskz_mov_epi32(n0, Gl), Gu2), 1),
-                    _mm512_add_epi32(_mm512_maskz_mov_epi32(n0, Gu3), _mm512_maskz_mov_epi32(nW, Gu1)));
-                p = _mm512_mask_mov_epi32(p, _mm512_cmplt_epi32_mask(sg, _mm512_min_epi32(sm, sa)), pg);
-            }
-        }
-        /* context */
-        __m512i act = _mm512_add_epi32(_mm512_abs_epi32(_mm512_sub_epi32(a, c)), _mm512_abs_epi32(_mm512_sub_epi32(b, c)));
-        act = _mm512_add_epi32(act, _mm512_abs_epi32(_mm512_sub_epi32(b, d)));
-        act = _mm512_add_epi32(act, _mm512_add_epi32(Eu2, _mm512_maskz_mov_epi32(n0, Eu3)));
-        act = _mm512_add_epi32(act, _mm512_add_epi32(_mm512_maskz_mov_epi32(nW, Eu1),
-                                                     _mm512_slli_epi32(_mm512_maskz_mov_epi32(n0, El), 1)));
-        if (cross) act = _mm512_add_epi32(act, _mm512_slli_epi32(V3_ROW(X0, t), 1));
-        act = _mm512_min_epu32(_mm512_srl_epi32(act, sh_act), c63);
-        __m512i ctx;
-        if (mode == 0) ctx = _mm512_permutexvar_epi8(act, T_act0);
-        else {
-            __m512i lv = _mm512_min_epi32(_mm512_srl_epi32(_mm512_max_epi32(p, zero), sh_lvl), c31);
-            ctx = _mm512_add_epi32(_mm512_permutexvar_epi8(act, T_act1), _mm512_permutexvar_epi8(lv, T_lvl));
-        }
-        /* phase A: tokens */
-        const __m512i idx = _mm512_or_si512(_mm512_slli_epi32(ctx, PROB_BITS), _mm512_and_si512(xs, m2047));
-        const __m512i en = _mm512_i32gather_epi32(idx, ent, 4);
-        const __m512i s = _mm512_and_si512(en, m7f);
-        xs = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srli_epi32(en, 19), _mm512_srli_epi32(xs, PROB_BITS)),
-                              _mm512_and_si512(_mm512_srli_epi32(en, 7), mfff));
-        V3_RENORM(xs);
+        const int64_t off = t * V3_LANES;
+        v3tmp_t TA, TB;
+        v3_masks(&MK, D, t, tw, &TA, &TB);
+        if (++tw == w) tw = 0;
+        const __m512i rotA = _mm512_alignr_epi32(VA->Bz, VB->Bz, 15), rotB = _mm512_alignr_epi32(VB->Bz, VA->Bz, 15);
+        const __m512i u2A[5] = {ring[(t - 2) & 3][0][0], ring[(t - 2) & 3][1][0], ring[(t - 2) & 3][2][0], ring[(t - 2) & 3][3][0], ring[(t - 2) & 3][4][0]};
+        const __m512i u3A[5] = {ring[(t - 3) & 3][0][0], ring[(t - 3) & 3][1][0], ring[(t - 3) & 3][2][0], ring[(t - 3) & 3][3][0], ring[(t - 3) & 3][4][0]};
+        const __m512i u2B[5] = {ring[(t - 2) & 3][0][1], ring[(t - 2) & 3][1][1], ring[(t - 2) & 3][2][1], ring[(t - 2) & 3][3][1], ring[(t - 2) & 3][4][1]};
+        const __m512i u3B[5] = {ring[(t - 3) & 3][0][1], ring[(t - 3) & 3][1][1], ring[(t - 3) & 3][2][1], ring[(t - 3) & 3][3][1], ring[(t - 3) & 3][4][1]};
+        /* phase A: tokens of lanes 0-15, then 16-31 */
+        v3_phase_a(VA, &TA, &K, rotA, cross ? X0 + off : NULL, u2A, u3A, kind, mode, cross);
+        v3_phase_a(VB, &TB, &K, rotB, cross ? X0 + off + 16 : NULL, u2B, u3B, kind, mode, cross);
+        wp = v3_renorm(&TA.x1, TA.on, wp);
+        wp = v3_renorm(&TB.x1, TB.on, wp);
         /* phase B: raw bits */
-        const __m512i nb = _mm512_permutex2var_epi8(T_nb0, s, T_nb1);
-        const __m512i bm = _mm512_permutex2var_epi8(T_bm0, s, T_bm1);
-        const __m512i bits = _mm512_and_si512(xs, _mm512_sub_epi32(_mm512_sllv_epi32(one, nb), one));
-        xs = _mm512_srlv_epi32(xs, nb);
-        V3_RENORM(xs);
-        const __m512i u = _mm512_or_si512(_mm512_sllv_epi32(bm, nb), bits);
-        const __m512i e = _mm512_xor_si512(_mm512_srli_epi32(u, 1), _mm512_sub_epi32(zero, _mm512_and_si512(u, one)));
-        __m512i v = _mm512_add_epi32(p, e);
-        bad |= _mm512_cmplt_epi32_mask(v, vlo) | _mm512_cmpgt_epi32_mask(v, vhi);
-        v = _mm512_min_epi32(_mm512_max_epi32(v, vlo), vhi);
-        const __m512i ae = _mm512_abs_epi32(e);
-        _mm512_storeu_si512((void *)(P + t * V3_LANES), v);
-        _mm512_storeu_si512((void *)(E + t * V3_LANES), ae);
-        Pu3 = Pu2; Pu2 = Pu1; Pu1 = v3_up(P, t, w, v); Pl = v;
-        Eu3 = Eu2; Eu2 = Eu1; Eu1 = v3_up(E, t, w, ae); El = ae;
+        const __m512i one = _mm512_set1_epi32(1);
+        const __m512i bitsA = _mm512_and_si512(TA.x1, _mm512_sub_epi32(_mm512_sllv_epi32(one, TA.nb), one));
+        const __m512i bitsB = _mm512_and_si512(TB.x1, _mm512_sub_epi32(_mm512_sllv_epi32(one, TB.nb), one));
+        TA.x1 = _mm512_srlv_epi32(TA.x1, TA.nb);
+        TB.x1 = _mm512_srlv_epi32(TB.x1, TB.nb);
+        wp = v3_renorm(&TA.x1, TA.on, wp);
+        wp = v3_renorm(&TB.x1, TB.on, wp);
+        bad |= v3_finish(VA, &TA, &K, bitsA, P, E, M, A, G, off, kind);
+        bad |= v3_finish(VB, &TB, &K, bitsB, P, E, M, A, G, off + 16, kind);
+        if (bad) break;
+        /* the new vectors moved up one lane: the above-right neighbours of the next step (u1), then
+         * its above and above-left ones (ring) */
+        __m512i (*rg)[2] = ring[t & 3];
+        rg[0][0] = VA->Pu1 = v3_upA(P, t, w, VA->Pl); rg[0][1] = VB->Pu1 = v3_upB(VB->Pl, VA->Pl);
+        rg[1][0] = VA->Eu1 = v3_upA(E, t, w, VA->El); rg[1][1] = VB->Eu1 = v3_upB(VB->El, VA->El);
         if (sel) {
-            const __m512i em = _mm512_abs_epi32(_mm512_sub_epi32(v, pm)), ea = _mm512_abs_epi32(_mm512_sub_epi32(v, pa));
-            _mm512_storeu_si512((void *)(M + t * V3_LANES), em);
-            _mm512_storeu_si512((void *)(A + t * V3_LANES), ea);
-            Mu3 = Mu2; Mu2 = Mu1; Mu1 = v3_up(M, t, w, em); Ml = em;
-            Au3 = Au2; Au2 = Au1; Au1 = v3_up(A, t, w, ea); Al = ea;
-            if (sel3) {
-                const __m512i eg = _mm512_abs_epi32(_mm512_sub_epi32(v, pg));
-                _mm512_storeu_si512((void *)(G + t * V3_LANES), eg);
-                Gu3 = Gu2; Gu2 = Gu1; Gu1 = v3_up(G, t, w, eg); Gl = eg;
-            }
+            rg[2][0] = VA->Mu1 = v3_upA(M, t, w, VA->Ml); rg[2][1] = VB->Mu1 = v3_upB(VB->Ml, VA->Ml);
+            rg[3][0] = VA->Au1 = v3_upA(A, t, w, VA->Al); rg[3][1] = VB->Au1 = v3_upB(VB->Al, VA->Al);
+            if (sel3) { rg[4][0] = VA->Gu1 = v3_upA(G, t, w, VA->Gl); rg[4][1] = VB->Gu1 = v3_upB(VB->Gl, VA->Gl); }
         }
-        xpos = _mm512_add_epi32(xpos, one);
-        xpos = _mm512_mask_mov_epi32(xpos, _mm512_cmpeq_epi32_mask(xpos, vW), zero);
     }
-    _mm512_storeu_si512((void *)D->xs, xs);
+    free(MK.m0);
+    _mm512_storeu_si512((void *)D->xs, VA->xs);
+    _mm512_storeu_si512((void *)(D->xs + 16), VB->xs);
+    if (bad) D->err = CSP_E_RANGE;
     if (real) {
         if (wp > wend) { D->err = CSP_E_DATA; wp = wend; }
         D->wp = real + (wp - tail);
     } else D->wp = wp;
-    if (bad) D->err = CSP_E_RANGE;
     return t;
 }
 
 #define V3_K(k, m, x) case (k) * 4 + (m) * 2 + (x): return v3_avx512_kernel(D, t0, t1, k, m, x);
 
-/* Decode steps t0 .. t1 - 1 (all lanes active) or fewer; returns the first step not decoded. */
+/* Decode steps t0 .. t1 - 1 (or fewer, on an error); returns the first step not decoded. */
 V3_TARGET static int64_t v3_avx512_run(v3dec_t *D, int64_t t0, int64_t t1) {
     switch (D->kind * 4 + D->mode * 2 + (D->X0 != NULL)) {
         V3_K(0, 0, 0) V3_K(0, 0, 1) V3_K(0, 1, 0) V3_K(0, 1, 1)
@@ -208,4 +316,82 @@ V3_TARGET static int64_t v3_avx512_run(v3dec_t *D, int64_t t0, int64_t t1) {
         V3_K(4, 0, 0) V3_K(4, 0, 1) V3_K(4, 1, 0) V3_K(4, 1, 1)
         default: return t0;
     }
+}
+
+/* In-place transpose of a 16 x 16 block of int32 (r[i] becomes column i). */
+V3_TARGET static inline void v3_transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) { t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]); t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]); }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]); r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]); r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int i = 0; i < 16; i += 8)
+        for (int j = 0; j < 4; j++) {
+            t[i + j] = _mm512_shuffle_i32x4(r[i + j], r[i + j + 4], 0x88);
+            t[i + j + 4] = _mm512_shuffle_i32x4(r[i + j], r[i + j + 4], 0xDD);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0x88);
+        r[j + 8] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0xDD);
+    }
+}
+
+/* v3_output3 for uint8 tiles of 32 lanes. Blocks of 16 steps x 16 lanes of each plane's skew buffer
+ * are transposed, so that each vector holds 16 consecutive samples of one lane (consecutive columns of
+ * one row, or the end of one row and the start of the lane's next row); inverse RCT in vectors; the
+ * three channels are interleaved with one byte permutation and stored with byte masks. The buffers must
+ * be readable up to step tend + 15. */
+V3_TARGET static int v3_avx512_output3_u8(const int32_t *P0, int64_t SK, const int64_t *n, int64_t tend, int64_t w,
+                                          int xform, uint8_t *dst) {
+    uint8_t perm[64];
+    for (int i = 0; i < 64; i++) perm[i] = (uint8_t)(i < 48 ? (i % 3) * 16 + i / 3 : 63);
+    const __m512i PERM = _mm512_loadu_si512(perm), vmax = _mm512_set1_epi32(255), vk = _mm512_set1_epi32(xform ? xform - 1 : 0);
+    int bad = 0;
+    for (int g = 0; g < 2; g++) {
+        int64_t x[16], r[16]; /* column and row index of the lane's sample at the block's first step */
+        for (int i = 0; i < 16; i++) { x[i] = -2 * (16 * g + i); r[i] = 0; }
+        for (int64_t tb = 0; tb < tend; tb += 16) {
+            __m512i R[16], G[16], B[16];
+            for (int j = 0; j < 16; j++) {
+                const int32_t *row = P0 + (tb + j) * V3_LANES + 16 * g;
+                R[j] = _mm512_loadu_si512((const void *)row);
+                G[j] = _mm512_loadu_si512((const void *)(row + SK));
+                B[j] = _mm512_loadu_si512((const void *)(row + 2 * SK));
+            }
+            v3_transpose16(R); v3_transpose16(G); v3_transpose16(B);
+            for (int i = 0; i < 16; i++) {
+                const int64_t k = 16 * g + i, x0 = x[i], r0 = r[i];
+                x[i] += 16;
+                if (x[i] >= w) { x[i] -= w; r[i]++; }
+                /* valid elements j: sample q = r0 * w + x0 + j in [0, n_k * w) */
+                const int64_t q0 = r0 * w + x0;
+                int64_t lo = q0 < 0 ? -q0 : 0, hi = n[k] * w - q0;
+                if (hi > 16) hi = 16;
+                if (lo >= hi) continue;
+                const __mmask16 valid = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+                __m512i rr = R[i], gg = G[i], bb = B[i];
+                if (xform) {
+                    const __m512i U = gg, V = _mm512_add_epi32(bb, _mm512_srai_epi32(_mm512_mullo_epi32(vk, gg), 2));
+                    gg = _mm512_sub_epi32(rr, _mm512_srai_epi32(_mm512_add_epi32(U, V), 2));
+                    rr = _mm512_add_epi32(U, gg);
+                    bb = _mm512_add_epi32(V, gg);
+                    bad |= (_mm512_mask_cmpgt_epu32_mask(valid, rr, vmax) | _mm512_mask_cmpgt_epu32_mask(valid, gg, vmax) |
+                            _mm512_mask_cmpgt_epu32_mask(valid, bb, vmax)) != 0;
+                }
+                __m512i z = _mm512_castsi128_si512(_mm512_cvtepi32_epi8(rr));
+                z = _mm512_inserti32x4(z, _mm512_cvtepi32_epi8(gg), 1);
+                z = _mm512_inserti32x4(z, _mm512_cvtepi32_epi8(bb), 2);
+                z = _mm512_permutexvar_epi8(PERM, z);
+                /* elements before the row end go to row y = k + 32 r0, the others to the lane's next row */
+                const int64_t jc = w - x0 < 16 ? w - x0 : 16, y = k + V3_LANES * r0;
+                const int64_t a1 = lo, b1 = hi < jc ? hi : jc;
+                uint8_t *base = dst + (y * w + x0) * 3;
+                if (a1 < b1) _mm512_mask_storeu_epi8(base, (__mmask64)(((1ull << (3 * b1)) - 1) & ~((1ull << (3 * a1)) - 1)), z);
+                const int64_t a2 = lo > jc ? lo : jc;
+                if (a2 < hi) _mm512_mask_storeu_epi8(base + (V3_LANES * w - w) * 3, (__mmask64)(((1ull << (3 * hi)) - 1) & ~((1ull << (3 * a2)) - 1)), z);
+            }
+        }
+    }
+    return bad ? CSP_E_RANGE : CSP_OK;
 }
