@@ -13,11 +13,12 @@ Usage::
 
     python benchmarks/bench_codec.py [--slides DIR] [--repeat N] [--max-tiles N] [--out FILE.md] [--json FILE]
 
-CSP rows are given per bitstream version (``v1``, ``v2``) and implementation (C, Numba); ``--json``
+CSP rows are given per bitstream version (``v1``, ``v2``, ``v3``) and implementation (C, Numba); ``--json``
 writes the tables as ``{"description": str, "tables": {name: {"columns": [...], "rows": [...]}}}``
 (rendered by ``benchmarks/report.py``; the project keeps them in ``benchmarks/results/codec.json``).
 
 Speeds are megapixels (tile pixels, all channels together) per second, best of ``--repeat`` passes;
+decoding is timed into a preallocated array (``out=``) and into a new array per tile;
 bits per pixel = 8 * bytes / pixels. Every round trip is verified pixel by pixel.
 """
 
@@ -73,21 +74,25 @@ def qptiff_tiles(slides: Path, limit: int) -> tuple[list[np.ndarray], int]:
     return tiles[:limit], path.stat().st_size
 
 
-def codecs() -> dict[str, tuple[Callable[[np.ndarray], bytes], Callable[[bytes], np.ndarray]]]:
-    """name -> (encode, decode)."""
+Codec = tuple[Callable[[np.ndarray], bytes], Callable[[bytes, np.ndarray | None], np.ndarray]]
+
+
+def codecs() -> dict[str, Codec]:
+    """name -> (encode, decode(stream, out)); decode writes into ``out`` when it is given."""
     from csp.codecs import lossless
 
     impls = lossless.implementations()
-    out = {}
-    for version in (1, 2):
+    out: dict[str, Codec] = {}
+    for version in (1, 2, 3):
         for key, label in (("c", "C"), ("numba", "Numba")):
             if key in impls:
                 impl = impls[key]
                 out[f"csp v{version} ({label})"] = (functools.partial(impl.encode, version=version), impl.decode)
     out["JPEG XL e3"] = (lambda t: imagecodecs.jpegxl_encode(t, lossless=True, effort=3, numthreads=1),
-                         lambda b: imagecodecs.jpegxl_decode(b, numthreads=1))
-    out["JPEG-LS"] = (imagecodecs.jpegls_encode, imagecodecs.jpegls_decode)
-    out["zstd-3"] = (lambda t: imagecodecs.zstd_encode(t.tobytes(), level=3), imagecodecs.zstd_decode)
+                         lambda b, o: imagecodecs.jpegxl_decode(b, numthreads=1, out=o))
+    out["JPEG-LS"] = (imagecodecs.jpegls_encode, lambda b, o: imagecodecs.jpegls_decode(b, out=o))
+    out["zstd-3"] = (lambda t: imagecodecs.zstd_encode(t.tobytes(), level=3),
+                     lambda b, o: imagecodecs.zstd_decode(b, out=None if o is None else o.reshape(-1).view(np.uint8)))
     return out
 
 
@@ -101,40 +106,47 @@ def _best(fn: Callable[[], object], repeat: int) -> float:
 
 
 def measure(tiles: list[np.ndarray], repeat: int) -> list[dict[str, object]]:
-    """Size and speed of every codec on ``tiles`` (round trips verified)."""
+    """Size and speed of every codec on ``tiles`` (round trips verified). Decoding is timed twice: into
+    a preallocated array of the tile's shape (``out=``, as a data loader filling its batch does; every
+    codec here supports it) and into a new array per tile."""
     npix = sum(t.shape[0] * t.shape[1] for t in tiles)
     rows = []
     for name, (enc, dec) in codecs().items():
-        enc(tiles[0]), dec(enc(tiles[0]))  # warm up (JIT, tables)
+        enc(tiles[0]), dec(enc(tiles[0]), None)  # warm up (JIT, tables)
         streams = [enc(t) for t in tiles]
-        for t, s in zip(tiles, streams):
-            back = np.asarray(dec(s))
+        outs = [np.empty_like(t) for t in tiles]
+        for t, s, o in zip(tiles, streams, outs):
+            new = dec(s, None)
             if name.startswith("zstd"):
-                back = np.frombuffer(back, t.dtype).reshape(t.shape)
-            if not np.array_equal(back.reshape(t.shape), t):
-                raise AssertionError(f"{name} round trip differs")
+                new = np.frombuffer(new, t.dtype)
+            dec(s, o)
+            for back in (np.asarray(new), o):
+                if not np.array_equal(back.reshape(t.shape), t):
+                    raise AssertionError(f"{name} round trip differs")
         t_enc = _best(lambda enc=enc: [enc(t) for t in tiles], repeat)
-        t_dec = _best(lambda dec=dec, streams=streams: [dec(s) for s in streams], repeat)
+        t_dec = _best(lambda dec=dec, streams=streams: [dec(s, o) for s, o in zip(streams, outs)], repeat)
+        t_new = _best(lambda dec=dec, streams=streams: [dec(s, None) for s in streams], repeat)
         nbytes = sum(len(s) for s in streams)
         rows.append({"codec": name, "bytes": nbytes, "bpp": 8 * nbytes / npix,
-                     "enc": npix / t_enc / 1e6, "dec": npix / t_dec / 1e6})
+                     "enc": npix / t_enc / 1e6, "dec": npix / t_dec / 1e6, "dec_new": npix / t_new / 1e6})
     return rows
 
 
 def table(title: str, rows: list[dict[str, object]], source_bytes: int | None = None) -> str:
     """Markdown table of :func:`measure` rows."""
-    head = "| codec | bits/pixel | encode MP/s | decode MP/s |" + (" size / source file |" if source_bytes else "")
-    sep = "|---|---|---|---|" + ("---|" if source_bytes else "")
+    head = ("| codec | bits/pixel | encode MP/s | decode MP/s | decode, new array MP/s |"
+            + (" size / source file |" if source_bytes else ""))
+    sep = "|---|---|---|---|---|" + ("---|" if source_bytes else "")
     lines = [f"### {title}", "", head, sep]
     for r in rows:
-        line = f"| {r['codec']} | {r['bpp']:.3f} | {r['enc']:.1f} | {r['dec']:.1f} |"
+        line = f"| {r['codec']} | {r['bpp']:.3f} | {r['enc']:.1f} | {r['dec']:.1f} | {r['dec_new']:.1f} |"
         if source_bytes:
             line += f" {int(r['bytes']) / source_bytes:.3f} |"  # type: ignore[call-overload]
         lines.append(line)
     return "\n".join(lines) + "\n"
 
 
-COLUMNS = ["codec", "bits/pixel", "encode MP/s", "decode MP/s"]
+COLUMNS = ["codec", "bits/pixel", "encode MP/s", "decode MP/s", "decode, new array MP/s"]
 
 
 def json_table(rows: list[dict[str, object]], source_bytes: int | None = None) -> dict[str, object]:
@@ -143,7 +155,8 @@ def json_table(rows: list[dict[str, object]], source_bytes: int | None = None) -
     out = []
     for r in rows:
         row = {"codec": r["codec"], "bits/pixel": round(float(r["bpp"]), 3),  # type: ignore[arg-type]
-               "encode MP/s": round(float(r["enc"]), 1), "decode MP/s": round(float(r["dec"]), 1)}  # type: ignore[arg-type]
+               "encode MP/s": round(float(r["enc"]), 1), "decode MP/s": round(float(r["dec"]), 1),  # type: ignore[arg-type]
+               "decode, new array MP/s": round(float(r["dec_new"]), 1)}  # type: ignore[arg-type]
         if source_bytes:
             row["size / source file"] = round(int(r["bytes"]) / source_bytes, 3)  # type: ignore[call-overload]
         out.append(row)
@@ -188,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(text)
     if args.json:
         desc = (f"{parts[0].strip()}. MP/s = megapixels (all channels of a pixel together) per second; "
-                "csp v1/v2 = bitstream version; every round trip verified pixel by pixel.")
+                "decode = into a preallocated array (out=), decode, new array = a new array per tile; "
+                "csp v1/v2/v3 = bitstream version; every round trip verified pixel by pixel.")
         args.json.write_text(json.dumps({"description": desc, "tables": tables}, indent=1) + "\n")
     return 0
 

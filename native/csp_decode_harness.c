@@ -1,7 +1,7 @@
 /* Tiny harness for memory checking the C decoder (tests/test_lossless_codec.py runs it under valgrind).
  *
  * Usage: csp_decode_harness FILE...   decodes every file (corrupt ones must fail cleanly) and
- * round-trips a small synthetic image through both encoders (bitstream versions 1 and 2). Exit status
+ * round-trips small synthetic images through the encoders (bitstream versions 1, 2 and 3). Exit status
  * 0 unless a round trip fails.
  */
 #include "cspcodec.h"
@@ -11,13 +11,13 @@
 #include <string.h>
 
 static int roundtrip(int version) {
-    enum { H = 37, W = 29, C = 3 };
+    enum { H = 37, W = 70, C = 3 }; /* W >= 64: 32 lanes in version 3 */
     static uint16_t img[H * W * C], back[H * W * C];
     for (int i = 0; i < H * W * C; i++) img[i] = (uint16_t)((i * 2654435761u) >> 20);
-    int64_t cap = csp_encode_bound(H, W, C, 2);
+    int64_t cap = (version == 3 ? csp_encode3_bound : csp_encode_bound)(H, W, C, 2);
     uint8_t *buf = (uint8_t *)malloc((size_t)cap);
     if (!buf) return 1;
-    int64_t n = (version == 2 ? csp_encode2 : csp_encode)(img, H, W, C, 2, buf, cap);
+    int64_t n = (version == 3 ? csp_encode3 : version == 2 ? csp_encode2 : csp_encode)(img, H, W, C, 2, buf, cap);
     int rc = n < 0 ? 1 : csp_decode(buf, n, back, (int64_t)sizeof back);
     free(buf);
     return rc != 0 || memcmp(img, back, sizeof img) != 0;
@@ -43,5 +43,5 @@ int main(int argc, char **argv) {
         printf("%s %d\n", argv[i], rc);
         free(data);
     }
-    return roundtrip(1) || roundtrip(2);
+    return roundtrip(1) || roundtrip(2) || roundtrip(3);
 }

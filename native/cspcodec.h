@@ -46,4 +46,7 @@ int csp_decode(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes);
 #define CSP_DECODE_NO_SIMD 1
 int csp_decode_ex(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, int flags);
 
+/* 1 when this CPU runs the AVX-512 decoder of bitstream version 3 (32-lane planes), else 0. */
+int csp_simd_available(void);
+
 #endif

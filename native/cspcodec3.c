@@ -102,14 +102,21 @@ int64_t csp_encode3(const void *src, int64_t h, int64_t w, int64_t c, int bps, u
         const uint8_t *tk = tokA + pl * N, *cx = tokA + (modes[pl] ? 2 : 1) * N * c + pl * N;
         const uint32_t *uu = uA + pl * N;
         const v3freq_t *F = &FQ[pl];
+        /* lane positions at the last step, then walked backwards one step at a time */
+        int64_t lr[V3_LANES], lx[V3_LANES];
+        for (int64_t k = 0; k < SC.L; k++) {
+            const int64_t q = SC.tend - 1 - 2 * k;
+            lr[k] = q >= 0 ? q / w : -1; lx[k] = q >= 0 ? q - lr[k] * w : 0;
+        }
         for (int64_t t = SC.tend - 1; t >= 0; t--) {
             int64_t idx[V3_LANES];
             for (int64_t k = SC.L - 1; k >= 0; k--) {
-                int64_t q = t - 2 * k;
+                const int64_t r = lr[k], x = lx[k];
                 idx[k] = -1;
-                if (q < 0 || q >= SC.n[k] * w) continue;
-                int64_t r = q / w, x = q - r * w;
-                int64_t i = (k + SC.L * r) * w + x;
+                if (t - 2 * k < 0) continue;
+                if (--lx[k] < 0) { lx[k] = w - 1; lr[k]--; }
+                if (r >= SC.n[k]) continue;
+                const int64_t i = (k + SC.L * r) * w + x;
                 idx[k] = i;
                 int nb = TOK_NB[tk[i]];
                 if (nb) {
@@ -351,6 +358,8 @@ static int v3_output3(const int32_t *P0, int64_t SK, int64_t L, int64_t h, int64
     }
     return CSP_OK;
 }
+
+int csp_simd_available(void) { return v3_cpu_has_avx512(); }
 
 static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, int flags) {
     int64_t h, w, c, tl, wl; int bps, xform;

@@ -62,7 +62,7 @@ def _roundtrip(impl, tile: np.ndarray, version: int = 1) -> bytes:
     return data
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 @FAST_SETTINGS
 @given(tile_args)
 def test_fast_implementations_round_trip_and_agree(version: int, args) -> None:
@@ -73,7 +73,7 @@ def test_fast_implementations_round_trip_and_agree(version: int, args) -> None:
     assert len(set(streams.values())) == 1, "C and Numba encoders must produce identical bytes"
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 @settings(max_examples=20, deadline=None)
 @given(small_tile_args)
 def test_reference_round_trip_and_cross_decoding(version: int, args) -> None:
@@ -90,7 +90,7 @@ def test_reference_round_trip_and_cross_decoding(version: int, args) -> None:
 
 @pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_cross_decoding_full_tile(pattern: str, dtype: type, version: int) -> None:
     tile = make_tile((240, 240, 3), dtype, pattern, 7)
     for enc_name, enc in FAST.items():
@@ -102,6 +102,38 @@ def test_cross_decoding_full_tile(pattern: str, dtype: type, version: int) -> No
     data = next(iter(FAST.values())).encode(crop, version)
     np.testing.assert_array_equal(reference.decode(data), crop)
     assert reference.encode(crop, version) == data
+
+
+wide_tile_args = st.tuples(
+    st.integers(1, 200), st.integers(64, 300), st.integers(1, 4), st.sampled_from([np.uint8, np.uint16]),
+    st.sampled_from(PATTERNS), st.integers(0, 2**31))
+
+
+@needs_c
+@FAST_SETTINGS
+@given(wide_tile_args, st.integers(0, 10**6), st.integers(0, 7))
+def test_v3_simd_decoder_equals_scalar_decoder(args, where: int, bit: int) -> None:
+    """The AVX-512 path of the C decoder (planes of 32 lanes, W >= 64) gives exactly what the portable
+    scalar path gives, on intact streams and on damaged ones (same tile or both an error)."""
+    from csp.codecs.lossless import c_codec
+
+    h, w, c, dtype, pattern, seed = args
+    tile = make_tile((h, w, c), dtype, pattern, seed)
+    data = c_codec.encode(tile, 3)
+    np.testing.assert_array_equal(c_codec.decode(data), tile)
+    np.testing.assert_array_equal(c_codec.decode(data, simd=False), tile)
+    i = 40 + where % (len(data) - 40)
+    bad = data[:i] + bytes([data[i] ^ (1 << bit)]) + data[i + 1:]
+    results = []
+    for simd in (True, False):
+        try:
+            results.append(c_codec.decode(bad, simd=simd))
+        except CodecError as exc:
+            results.append(str(exc))
+    if isinstance(results[0], str) or isinstance(results[1], str):
+        assert isinstance(results[0], str) and isinstance(results[1], str), results
+    else:
+        np.testing.assert_array_equal(results[0], results[1])
 
 
 @pytest.mark.parametrize("pattern", ["edges", "noise", "gradient"])
@@ -159,11 +191,24 @@ def test_decode_into_out() -> None:
 # ------------------------------------------------------------------------------------- golden streams
 GOLDEN = sorted(p.stem for p in FIXTURES.glob("*.csp"))
 GOLDEN_V2 = sorted(p.stem for p in (FIXTURES / "v2").glob("*.csp"))
+GOLDEN_V3 = sorted(p.stem for p in (FIXTURES / "v3").glob("*.csp"))
 
 
 def test_golden_fixtures_present() -> None:
     assert len(GOLDEN) >= 5
     assert GOLDEN_V2 == GOLDEN
+    assert GOLDEN_V3 == GOLDEN
+
+
+@pytest.mark.parametrize("name", GOLDEN_V3)
+def test_golden_v3_fixture_decodes(name: str) -> None:
+    data = (FIXTURES / "v3" / f"{name}.csp").read_bytes()
+    expected = np.load(FIXTURES / f"{name}.npy")
+    assert data[4] == 3
+    for impl_name, impl in IMPLS.items():
+        np.testing.assert_array_equal(impl.decode(data), expected, err_msg=impl_name)
+        assert impl.encode(expected, 3) == data, impl_name  # bitstream version 3 is frozen
+    assert lossless.encode(expected) == data  # the default
 
 
 @pytest.mark.parametrize("name", GOLDEN_V2)
@@ -183,7 +228,7 @@ def test_golden_fixture_decodes(name: str) -> None:
     for impl_name, impl in IMPLS.items():
         np.testing.assert_array_equal(impl.decode(data), expected, err_msg=impl_name)
     # today's encoders still write the same bytes (bitstream version 1 is frozen)
-    assert lossless.encode(expected) == data
+    assert lossless.encode(expected, version=1) == data
 
 
 # ------------------------------------------------------------------------------------- damaged streams
@@ -198,7 +243,7 @@ def _damaged(data: bytes, mode: str, where: int, bit: int) -> bytes:
 
 @settings(max_examples=60, deadline=None)
 @given(st.sampled_from(GOLDEN), st.sampled_from(["truncate", "extend", "flip"]), st.integers(0, 10**6),
-       st.integers(0, 7), st.sampled_from(["", "v2"]))
+       st.integers(0, 7), st.sampled_from(["", "v2", "v3"]))
 def test_damaged_streams_fail_cleanly(name: str, mode: str, where: int, bit: int, sub: str) -> None:
     data = (FIXTURES / sub / f"{name}.csp").read_bytes()
     expected = np.load(FIXTURES / f"{name}.npy")
@@ -255,14 +300,17 @@ def test_c_decoder_under_valgrind(tmp_path: Path) -> None:
                     str(REPO / "native" / "csp_decode_harness.c"), "-o", str(exe)], check=True)
     rng = np.random.default_rng(5)
     files = []
-    for name in [*GOLDEN, *(f"v2/{n}" for n in GOLDEN_V2)]:
-        data = (FIXTURES / f"{name}.csp").read_bytes()
+    wide = tmp_path / "wide-v3.csp"  # 32 lanes (the AVX-512 path where the CPU has it; valgrind has not)
+    wide.write_bytes(lossless.encode(make_tile((70, 96, 3), np.uint8, "gradient", 2), version=3))
+    names = [*GOLDEN, *(f"v2/{n}" for n in GOLDEN_V2), *(f"v3/{n}" for n in GOLDEN_V3), str(wide)[:-4]]
+    for j, name in enumerate(names):
+        data = (FIXTURES / f"{name}.csp").read_bytes()  # (an absolute path for the wide stream)
         variants = [data, data[: len(data) // 2], data[:-1]]
         for _ in range(6):
             i = int(rng.integers(60, len(data)))
             variants.append(data[:i] + bytes([data[i] ^ (1 << int(rng.integers(8)))]) + data[i + 1:])
         for k, v in enumerate(variants):
-            p = tmp_path / f"{name.replace('/', '-')}-{k}.csp"
+            p = tmp_path / f"s{j}-{k}.csp"
             p.write_bytes(v)
             files.append(str(p))
     res = subprocess.run(["valgrind", "--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=all",
@@ -270,14 +318,15 @@ def test_c_decoder_under_valgrind(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-4000:]
     codes = [int(line.split()[-1]) for line in res.stdout.splitlines()]
     assert len(codes) == len(files)
-    assert codes[:: 3 + 6] == [0] * (len(GOLDEN) + len(GOLDEN_V2))  # the intact streams decode
+    assert codes[:: 3 + 6] == [0] * (len(GOLDEN) + len(GOLDEN_V2) + len(GOLDEN_V3) + 1)  # the intact streams
     assert any(c < 0 for c in codes)
 
 
 # ------------------------------------------------------------------------------------- integration
 def test_threads_decode_concurrently() -> None:
     tiles = [make_tile((64, 64, 3), np.uint8, p, i) for i, p in enumerate(PATTERNS)] * 2
-    streams = [lossless.encode(t, version=1 + k // len(PATTERNS)) for k, t in enumerate(tiles)]  # v1 and v2
+    tiles = tiles + [make_tile((96, 128, 3), np.uint8, p, i) for i, p in enumerate(PATTERNS)]  # v3, 32 lanes
+    streams = [lossless.encode(t, version=1 + k // len(PATTERNS)) for k, t in enumerate(tiles)]  # v1, v2, v3
     errors: list[str] = []
 
     def work(k: int) -> None:

@@ -17,6 +17,7 @@ import tifffile
 
 import csp
 from csp.cli.main import main
+from csp.container import spec
 from csp.container.reader import ContainerReader
 from csp.container.verify import verify_container
 from csp.conversion.pipeline import convert
@@ -121,7 +122,7 @@ def test_ome_4d_series_is_5d(tmp_path: Path) -> None:
     attrs = json.loads((out / "zarr.json").read_text())["attributes"]
     assert [a["type"] for a in attrs["ome"]["multiscales"][0]["axes"]] == [
         "time", "channel", "space", "space", "space"]
-    assert attrs["csp"]["version"] == "1.1" and attrs["csp"]["planes"] == {"t": 7, "z": 5}
+    assert attrs["csp"]["version"] == spec.FORMAT_VERSION and attrs["csp"]["planes"] == {"t": 7, "z": 5}
     with csp.open_slide(out) as slide:
         np.testing.assert_array_equal(slide.read_tile(0, 0, 0, t=6, z=4)[..., 0], ref[6, 4])
         with pytest.raises(ValueError):

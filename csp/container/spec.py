@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-FORMAT_VERSION = "1.1"  # 1.1 adds optional 5-D (t, c, z, y, x) levels; 3-D containers are as in 1.0
+FORMAT_VERSION = "1.2"  # 1.1: optional 5-D (t, c, z, y, x) levels; 1.2: csp.lossless bitstream version 3
 SUPPORTED_MAJOR = 1
 COMPLETION_KEY = "csp-complete.json"
 ROOT_META_KEY = "zarr.json"

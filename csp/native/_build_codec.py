@@ -27,6 +27,7 @@ int64_t csp_encode3_bound(int64_t h, int64_t w, int64_t c, int bps);
 int64_t csp_encode3(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap);
 #define CSP_DECODE_NO_SIMD 1
 int csp_decode_ex(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, int flags);
+int csp_simd_available(void);
 """
 
 

@@ -16,7 +16,7 @@ from types import ModuleType
 
 import numpy as np
 
-from csp.codecs.lossless import reference, reference_v2
+from csp.codecs.lossless import reference, reference_v2, reference_v3
 from csp.codecs.lossless.reference import MAGIC, VERSION, parse_header
 
 __all__ = ["DEFAULT_VERSION", "IMPLEMENTATION", "MAGIC", "VERSION", "decode", "encode", "implementations", "stream_info"]
@@ -57,13 +57,13 @@ def implementations() -> dict[str, ModuleType]:
     return out
 
 
-#: bitstream version written by :func:`encode` by default (both versions are always decoded)
-DEFAULT_VERSION = 1
+#: bitstream version written by :func:`encode` by default (every version is always decoded)
+DEFAULT_VERSION = 3
 
 
 def encode(tile: np.ndarray, version: int | None = None) -> bytes:
     """Encode a ``(H, W, C)`` or ``(H, W)`` uint8/uint16 tile losslessly in bitstream ``version``
-    (1 or 2; :data:`DEFAULT_VERSION` when None).
+    (1, 2 or 3; :data:`DEFAULT_VERSION` when None).
 
     Raises
     ------
@@ -96,5 +96,8 @@ def stream_info(data: bytes | bytearray | memoryview | np.ndarray) -> tuple[tupl
     if len(raw) > 4 and raw[4] == 2:
         shape, dtype, _, _ = reference_v2.parse_header(raw)
         return shape, dtype
+    if len(raw) > 4 and raw[4] == 3:
+        head = reference_v3.parse_header(raw)
+        return head.shape, head.dtype
     shape, dtype, _, _ = parse_header(raw)
     return shape, dtype

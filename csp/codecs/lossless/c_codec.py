@@ -13,7 +13,10 @@ from csp.codecs.lossless.reference import check_tile
 from csp.errors import CodecError
 from csp.native._cspcodec import ffi, lib  # ImportError when the extension was not built
 
-__all__ = ["decode", "decode_info", "encode"]
+__all__ = ["SIMD", "decode", "decode_info", "encode"]
+
+#: True when this CPU runs the AVX-512 decoder of bitstream version 3 (planes at least 64 samples wide)
+SIMD = bool(lib.csp_simd_available())
 
 _ERRORS = {
     -1: "invalid argument",

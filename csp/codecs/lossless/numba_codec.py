@@ -344,10 +344,15 @@ def _write_freqs(tbuf, bst, row, wts, f, freq, start):
 
 
 @nb.njit(**_JIT)
-def _encode_plane(P, h, w, lo, hi, is16, act0, act1, lvlt, desc, out, pos0, E, X, use_x):
-    """Encode the plane in P into out[pos0:]; |e| goes to E, X is the cross-plane |e| (if use_x).
+def _analyze_plane(P, h, w, lo, hi, is16, act0, act1, lvlt, E, X, use_x, tok, ctx, uu, tbuf, freq, start,
+                   desc):
+    """The model of a plane (all versions that use version 1's model): predictor, shifts, tokens,
+    contexts and context mode; writes the frequency tables (bit stream, zero padded) into tbuf.
 
-    Fills desc (PLANE fields); returns the new position (-1 if out is too small)."""
+    Fills tok/ctx/uu (raster order: token, context of the chosen mode, zigzag residual), freq/start
+    (normalised table of each context), E (|e|, padded; X is the cross-plane |e| if use_x) and
+    desc[0:5] = kind, mode, ashift, lshift, table bytes. Returns the table bytes (-1 if tbuf is too small).
+    """
     sads = np.zeros(5, np.int64)
     costs = np.zeros(5, np.int64)
     EM = np.empty((h + 1, w + 2), np.int64)
@@ -365,10 +370,8 @@ def _encode_plane(P, h, w, lo, hi, is16, act0, act1, lvlt, desc, out, pos0, E, X
         ashift = max(0, _bitlen(sads[kind] // cnt) - 3)
         lshift = max(0, _bitlen(asum // cnt) - 5)
     n = h * w
-    tok = np.empty(n, np.uint8)
     ctx0 = np.empty(n, np.uint8)
     ctx1 = np.empty(n, np.uint8)
-    uu = np.empty(n, np.int64)
     hist0 = np.zeros((_NCTX0, NTOK), np.int64)
     hist1 = np.zeros((30, NTOK), np.int64)
     E[:, :] = 0
@@ -411,11 +414,8 @@ def _encode_plane(P, h, w, lo, hi, is16, act0, act1, lvlt, desc, out, pos0, E, X
     mode = 1 if _hist_cost(hist1, 30) < _hist_cost(hist0, _NCTX0) else 0
     nctx = 30 if mode else _NCTX0
     hist = hist1 if mode else hist0
-    ctx = ctx1 if mode else ctx0
-    freq = np.zeros((_MAX_CTX, NTOK), np.int64)
-    start = np.zeros((_MAX_CTX, NTOK), np.int64)
+    ctx[:] = ctx1 if mode else ctx0
     bst = np.zeros(4, np.int64)
-    tbuf = out[pos0:]
     wts = np.zeros(NTOK, np.int64)
     f = np.zeros(NTOK, np.int64)
     for k in range(nctx):
@@ -429,6 +429,25 @@ def _encode_plane(P, h, w, lo, hi, is16, act0, act1, lvlt, desc, out, pos0, E, X
     desc[2] = ashift
     desc[3] = lshift
     desc[4] = tl
+    return tl
+
+
+@nb.njit(**_JIT)
+def _encode_plane(P, h, w, lo, hi, is16, act0, act1, lvlt, desc, out, pos0, E, X, use_x):
+    """Encode the plane in P into out[pos0:]; |e| goes to E, X is the cross-plane |e| (if use_x).
+
+    Fills desc (PLANE fields); returns the new position (-1 if out is too small)."""
+    n = h * w
+    tok = np.empty(n, np.uint8)
+    ctx = np.empty(n, np.uint8)
+    uu = np.empty(n, np.int64)
+    freq = np.zeros((_MAX_CTX, NTOK), np.int64)
+    start = np.zeros((_MAX_CTX, NTOK), np.int64)
+    tl = _analyze_plane(P, h, w, lo, hi, is16, act0, act1, lvlt, E, X, use_x, tok, ctx, uu, out[pos0:],
+                        freq, start, desc)
+    if tl < 0:
+        return -1
+    bst = np.zeros(4, np.int64)
     pos = pos0 + tl
     words = np.empty(n + 2, np.uint16)
     for j in range(N_STREAMS):
@@ -518,6 +537,10 @@ def encode(tile: np.ndarray, version: int = 1) -> bytes:
         from csp.codecs.lossless import numba_v2
 
         return numba_v2.encode(tile)
+    if version == 3:
+        from csp.codecs.lossless import numba_v3
+
+        return numba_v3.encode(tile)
     if version != 1:
         raise CodecError(None, f"csp codec: cannot write bitstream version {version}")
     arr = np.ascontiguousarray(check_tile(tile))
@@ -563,6 +586,18 @@ def _br_at_end(st):
 def _read_tables(data, start0, length, nctx, ent):
     """Read the tables into ent[k, slot] = token | (slot - start) << 7 | freq << 19 (as in the C code)."""
     st = np.array([start0, start0 + length, start0, 0, 0, 0], np.int64)
+    rc = _parse_tables(data, st, nctx, ent)
+    if rc:
+        return rc
+    if not _br_at_end(st):
+        return _E_TABLE
+    return 0
+
+
+@nb.njit(**_JIT)
+def _parse_tables(data, st, nctx, ent):
+    """Read nctx context tables with the bit reader st (see _br_get) into ent (as _read_tables), without
+    the end check; st[5] is then the number of bits read."""
     f = np.zeros(NTOK, np.int64)
     wts = np.zeros(NTOK, np.int64)
     for k in range(nctx):
@@ -609,8 +644,6 @@ def _read_tables(data, start0, length, nctx, ent):
             for q in range(f[s]):
                 ent[k, acc + q] = s | (q << 7) | (f[s] << 19)
             acc += f[s]
-    if not _br_at_end(st):
-        return _E_TABLE
     return 0
 
 
@@ -768,12 +801,16 @@ def _decode_kernel(data, descs, h, w, c, xform, maxv, off, act0, act1, lvlt, out
 
 
 def decode(data: bytes | bytearray | memoryview | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Decode a stream (version 1 or 2) to its ``(H, W, C)`` tile (Numba implementation)."""
+    """Decode a stream (version 1, 2 or 3) to its ``(H, W, C)`` tile (Numba implementation)."""
     buf = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
     if buf.size > 4 and buf[4] == 2:
         from csp.codecs.lossless import numba_v2
 
         return numba_v2.decode(buf, out)
+    if buf.size > 4 and buf[4] == 3:
+        from csp.codecs.lossless import numba_v3
+
+        return numba_v3.decode(buf, out)
     (h, w, c), dtype, xform, planes = parse_header(memoryview(buf))
     if out is None:
         out = np.empty((h, w, c), dtype)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -378,9 +379,36 @@ def _write_tables(hist: np.ndarray, nctx: int) -> tuple[bytes, list[list[int] | 
     return bw.finish(), tables
 
 
-def _encode_plane(plane: np.ndarray, lo: int, hi: int, is16: bool,
-                  cross: np.ndarray | None) -> tuple[bytes, bytes, np.ndarray]:
-    h, w = plane.shape
+@dataclass
+class PlaneAnalysis:
+    """Version 1's model decisions and symbols of one plane (shared by versions 1 and 3).
+
+    ``ctx``, ``tok``, ``u``, ``nbits`` and ``abs_e`` are ``(H, W)`` int64 arrays: the context (of
+    ``mode``), token, zigzag residual, raw-bit count and ``|e|`` of every sample. ``tables`` holds the
+    normalised frequencies per context (``None`` for an absent context) as the decoder rebuilds them from
+    ``table_bytes``, ``starts`` their cumulative starts.
+    """
+
+    kind: int
+    mode: int
+    ashift: int
+    lshift: int
+    table_bytes: bytes
+    tables: list[list[int] | None]
+    starts: list[list[int] | None]
+    ctx: np.ndarray
+    tok: np.ndarray
+    u: np.ndarray
+    nbits: np.ndarray
+    abs_e: np.ndarray
+
+
+def analyze_plane(plane: np.ndarray, lo: int, hi: int, is16: bool, cross: np.ndarray | None) -> PlaneAnalysis:
+    """Version 1's per-plane model: predictor, shifts, context mode, tables and per-sample symbols.
+
+    ``plane`` holds the samples (range ``[lo, hi]``), ``cross`` the ``|e|`` of plane 0 for the chroma
+    planes under RCT (else ``None``).
+    """
     costs = [_cost(plane, k, lo, hi) for k in range(N_PRED)]
     kind = costs.index(min(costs))
     count = plane.size
@@ -401,9 +429,19 @@ def _encode_plane(plane: np.ndarray, lo: int, hi: int, is16: bool,
         np.add.at(hist, (ctx.ravel(), tok.ravel()), 1)
         hists.append(hist)
     mode = 1 if _hist_cost(hists[1]) < _hist_cost(hists[0]) else 0
-    ctx = (ctx0, ctx1)[mode]
     table_bytes, tables = _write_tables(hists[mode], N_CTX[mode])
     starts = [None if t is None else np.concatenate(([0], np.cumsum(t)[:-1])).tolist() for t in tables]
+    return PlaneAnalysis(kind, mode, ashift, lshift, table_bytes, tables, starts, (ctx0, ctx1)[mode],
+                         tok, u, nbits, np.abs(e))
+
+
+def _encode_plane(plane: np.ndarray, lo: int, hi: int, is16: bool,
+                  cross: np.ndarray | None) -> tuple[bytes, bytes, np.ndarray]:
+    h, w = plane.shape
+    an = analyze_plane(plane, lo, hi, is16, cross)
+    kind, mode, ashift, lshift = an.kind, an.mode, an.ashift, an.lshift
+    table_bytes, tables, starts = an.table_bytes, an.tables, an.starts
+    ctx, tok, u, nbits = an.ctx, an.tok, an.u, an.nbits
     lengths: list[int] = []
     streams: list[bytes] = []
     for j in range(N_STREAMS):
@@ -430,7 +468,7 @@ def _encode_plane(plane: np.ndarray, lo: int, hi: int, is16: bool,
         lengths += [len(rans), len(bits_bytes)]
         streams += [rans, bits_bytes]
     head = PLANE.pack(kind, mode, ashift, lshift, len(table_bytes), *lengths)
-    return head, table_bytes + b"".join(streams), np.abs(e)
+    return head, table_bytes + b"".join(streams), an.abs_e
 
 
 def choose_transform(tile: np.ndarray) -> int:
@@ -468,6 +506,10 @@ def encode(tile: np.ndarray, version: int = 1) -> bytes:
         from csp.codecs.lossless import reference_v2
 
         return reference_v2.encode(tile)
+    if version == 3:
+        from csp.codecs.lossless import reference_v3
+
+        return reference_v3.encode(tile)
     if version != 1:
         raise CodecError(None, f"csp codec: cannot write bitstream version {version}")
     return encode_stream(tile, VERSION, _encode_plane)
@@ -496,12 +538,13 @@ def encode_stream(tile: np.ndarray, version: int,
 
 
 # --------------------------------------------------------------------------- decoder
-def check_header(data: bytes | memoryview, version: int, plane: struct.Struct, *, strict_reserved: bool = False
-                 ) -> tuple[memoryview, tuple[int, int, int], int, int, int]:
+def check_header(data: bytes | memoryview, version: int, plane: struct.Struct, *, strict_reserved: bool = False,
+                 trailer: int = 0) -> tuple[memoryview, tuple[int, int, int], int, int, int]:
     """Checks every version shares (magic, ``version``, header CRC, dtype, transform, shape).
 
     Returns ``(stream, (H, W, C), dtype code, transform, header length incl. CRC)``; ``plane`` is the
     version's plane-descriptor struct. ``strict_reserved``: reserved header fields must be zero.
+    ``trailer``: bytes after the plane descriptors that the CRC also covers (version 3's lengths).
     """
     mv = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
     if len(mv) < HEADER.size:
@@ -511,7 +554,7 @@ def check_header(data: bytes | memoryview, version: int, plane: struct.Struct, *
         raise CodecError(None, f"not a csp lossless stream (magic {bytes(magic)!r})")
     if ver != version:
         raise CodecError(None, f"csp stream version {ver} is not supported by the version-{version} reader")
-    hlen = HEADER.size + plane.size * c
+    hlen = HEADER.size + plane.size * c + trailer
     if c == 0 or len(mv) < hlen + 4:
         raise CodecError(None, "csp stream truncated inside its header")
     (crc,) = struct.unpack_from("<I", mv, hlen)
@@ -519,7 +562,8 @@ def check_header(data: bytes | memoryview, version: int, plane: struct.Struct, *
         raise CodecError(None, "csp stream header checksum mismatch (corrupt header)")
     if (dcode not in DTYPES or xform >= N_XFORM or (xform >= XFORM_RCT and c != 3)
             or (strict_reserved and (res0 or res1))):
-        raise CodecError(None, f"csp stream header has invalid dtype code {dcode} or transform {xform}")
+        raise CodecError(None, f"csp stream header has invalid dtype code {dcode}, transform {xform} (C = {c}) "
+                         f"or non-zero reserved bytes ({res0}, {res1})")
     if h == 0 or w == 0 or h * w * c >= MAX_SAMPLES:
         raise CodecError(None, f"csp stream has an invalid shape {h}x{w}x{c}")
     return mv, (h, w, c), dcode, xform, hlen + 4
@@ -541,6 +585,13 @@ def parse_header(data: bytes | memoryview) -> tuple[tuple[int, int, int], np.dty
 
 def _read_tables(data: bytes, nctx: int) -> list[list[int] | None]:
     br = BitReader(data, "csp frequency tables")
+    tables = read_tables_from(br, nctx)
+    br.check_end()
+    return tables
+
+
+def read_tables_from(br: BitReader, nctx: int) -> list[list[int] | None]:
+    """Read the frequency tables of ``nctx`` contexts (§5) from ``br`` (not byte aligned at the end)."""
     tables: list[list[int] | None] = []
     for _ in range(nctx):
         if not br.get(1):
@@ -567,18 +618,97 @@ def _read_tables(data: bytes, nctx: int) -> list[list[int] | None]:
         if not any(weights):
             raise CodecError(None, "csp frequency table is empty")
         tables.append(normalize(weights) + [0] * (NTOK - nsym))
-    br.check_end()
     return tables
+
+
+def decoding_tables(tables: list[list[int] | None]) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+    """``(frequencies, starts, slot -> token lookups)`` per context; an absent context decodes as
+    "always token 0" (never used by a valid stream)."""
+    freqs = [t if t is not None else [TOTAL] + [0] * (NTOK - 1) for t in tables]
+    starts = [np.concatenate(([0], np.cumsum(t)[:-1])).tolist() for t in freqs]
+    luts = [np.repeat(np.arange(NTOK), t).tolist() for t in freqs]
+    return freqs, starts, luts
+
+
+class SampleModel:
+    """Version 1's causal per-sample model of a plane being decoded (shared by versions 1 and 3).
+
+    :meth:`context` gives the context and prediction of sample ``(y, x)`` from its decoded neighbours
+    (left, the three above and the column -1 / column W pads); :meth:`store` records the decoded residual.
+    Any order in which those neighbours precede the sample works (raster order, version 3's wavefront).
+    """
+
+    def __init__(self, h: int, w: int, desc: tuple[int, ...], lo: int, hi: int, cross: np.ndarray | None
+                 ) -> None:
+        self.w, self.lo, self.hi, self.cross = w, lo, hi, cross
+        self.kind, self.mode, self.ashift, self.lshift = desc[:4]
+        self.p = np.zeros((h + 1, w + 2), np.int64)  # padded samples (row 0 = row -1)
+        self.eb = np.zeros((h + 1, w + 2), np.int64)  # |e| (zero outside the plane)
+        # |error| of MED, AVG4 and GRAD (for PRED_SEL, PRED_SEL3)
+        self.em, self.ev, self.eg = (np.zeros((h + 1, w + 2), np.int64) for _ in range(3))
+
+    def context(self, y: int, x: int) -> tuple[int, int, int, int, int]:
+        """``(context, prediction, MED, AVG4, GRAD predictions)`` of sample ``(y, x)``."""
+        lo, hi, kind = self.lo, self.hi, self.kind
+        prow, crow = self.p[y], self.p[y + 1]
+        if x == 0:
+            crow[0] = prow[1]  # column -1 of row y holds (y - 1, 0)
+        perr, cerr = self.eb[y], self.eb[y + 1]
+        a, b, c, d = int(crow[x]), int(prow[x + 1]), int(prow[x]), int(prow[x + 2])
+        mx, mn = max(a, b), min(a, b)
+        pm = min(max(mn if c >= mx else (mx if c <= mn else a + b - c), lo), hi)
+        pa = min(max((2 * a + 2 * b - c + d + 2) >> 2, lo), hi)
+        pg = min(max(a + b - c, lo), hi)
+        if kind == PRED_MED:
+            pr = pm
+        elif kind == PRED_AVG4:
+            pr = pa
+        elif kind == PRED_AVG2:
+            pr = min(max((a + b + 1) >> 1, lo), hi)
+        else:
+            em, ev, eg = self.em, self.ev, self.eg
+            sm = 2 * int(em[y + 1, x]) + 2 * int(em[y, x + 1]) + int(em[y, x]) + int(em[y, x + 2])
+            sa = 2 * int(ev[y + 1, x]) + 2 * int(ev[y, x + 1]) + int(ev[y, x]) + int(ev[y, x + 2])
+            pr = pm if sm <= sa else pa
+            if kind == PRED_SEL3:
+                sg = 2 * int(eg[y + 1, x]) + 2 * int(eg[y, x + 1]) + int(eg[y, x]) + int(eg[y, x + 2])
+                if sg < min(sm, sa):
+                    pr = pg
+        act = (abs(a - c) + abs(b - c) + abs(b - d) + int(perr[x + 1]) + int(perr[x]) + int(perr[x + 2])
+               + 2 * int(cerr[x]))
+        if self.cross is not None:
+            act += 2 * int(self.cross[y, x])
+        act = min(act >> (1 + self.ashift), 255)
+        if self.mode == 0:
+            k = int(ACT0_LUT[act])
+        else:
+            k = int(ACT1_LUT[act]) * (len(LVL_THR) + 1) + int(LVL_LUT[min(max(pr, 0) >> self.lshift, 31)])
+        return k, pr, pm, pa, pg
+
+    def store(self, y: int, x: int, e: int, ctx: tuple[int, int, int, int, int]) -> int:
+        """Record residual ``e`` of sample ``(y, x)`` (``ctx`` from :meth:`context`); returns the sample."""
+        _, pr, pm, pa, pg = ctx
+        v = pr + e
+        if v < self.lo or v > self.hi:
+            raise CodecError(None, "corrupt csp stream: decoded sample out of range")
+        self.p[y + 1, x + 1] = v
+        if x == self.w - 1:
+            self.p[y + 1, x + 2] = v  # column W of row y
+        self.eb[y + 1, x + 1] = abs(e)
+        self.em[y + 1, x + 1] = abs(v - pm)
+        self.ev[y + 1, x + 1] = abs(v - pa)
+        self.eg[y + 1, x + 1] = abs(v - pg)
+        return v
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """The decoded plane and its ``|e|`` (``(H, W)`` int64 each)."""
+        return self.p[1:, 1:self.w + 1], self.eb[1:, 1:self.w + 1]
 
 
 def _decode_plane(body: bytes, desc: tuple[int, ...], h: int, w: int, lo: int, hi: int,
                   cross: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    kind, mode, ashift, lshift, tl, *lens = desc
-    tables = _read_tables(body[:tl], N_CTX[mode])
-    # absent contexts decode as "always token 0" (never used by a valid stream)
-    tables = [t if t is not None else [TOTAL] + [0] * (NTOK - 1) for t in tables]
-    starts = [np.concatenate(([0], np.cumsum(t)[:-1])).tolist() for t in tables]
-    luts = [np.repeat(np.arange(NTOK), t).tolist() for t in tables]
+    mode, tl, lens = desc[1], desc[4], desc[5:]
+    tables, starts, luts = decoding_tables(_read_tables(body[:tl], N_CTX[mode]))
     states, words, wpos, readers = [], [], [0] * N_STREAMS, []
     pos = tl
     for j in range(N_STREAMS):
@@ -590,48 +720,13 @@ def _decode_plane(body: bytes, desc: tuple[int, ...], h: int, w: int, lo: int, h
         words.append(struct.unpack_from(f"<{(rl - 4) // 2}H", body, pos + 4))
         readers.append(BitReader(body[pos + rl:pos + rl + bl], "csp raw bit stream"))
         pos += rl + bl
-    p = np.zeros((h + 1, w + 2), np.int64)
-    eb = np.zeros((h + 1, w + 2), np.int64)
-    em = np.zeros((h + 1, w + 2), np.int64)  # |error| of MED, AVG4 and GRAD (for PRED_SEL, PRED_SEL3)
-    ev = np.zeros((h + 1, w + 2), np.int64)
-    eg = np.zeros((h + 1, w + 2), np.int64)
-    nlvl = len(LVL_THR) + 1
+    model = SampleModel(h, w, desc, lo, hi, cross)
     for y in range(h):
-        prow, crow = p[y], p[y + 1]
-        perr, cerr = eb[y], eb[y + 1]
-        crow[0] = prow[1]
         j = y % N_STREAMS
         ws, br = words[j], readers[j]
         for x in range(w):
-            a, b, c, d = int(crow[x]), int(prow[x + 1]), int(prow[x]), int(prow[x + 2])
-            mx, mn = max(a, b), min(a, b)
-            pm = min(max(mn if c >= mx else (mx if c <= mn else a + b - c), lo), hi)
-            pa = min(max((2 * a + 2 * b - c + d + 2) >> 2, lo), hi)
-            if kind == PRED_MED:
-                pr = pm
-            elif kind == PRED_AVG4:
-                pr = pa
-            elif kind == PRED_AVG2:
-                pr = min(max((a + b + 1) >> 1, lo), hi)
-            pg = min(max(a + b - c, lo), hi)
-            if kind in (PRED_SEL, PRED_SEL3):
-                sm = 2 * int(em[y + 1, x]) + 2 * int(em[y, x + 1]) + int(em[y, x]) + int(em[y, x + 2])
-                sa = 2 * int(ev[y + 1, x]) + 2 * int(ev[y, x + 1]) + int(ev[y, x]) + int(ev[y, x + 2])
-                pr = pm if sm <= sa else pa
-                if kind == PRED_SEL3:
-                    sg = 2 * int(eg[y + 1, x]) + 2 * int(eg[y, x + 1]) + int(eg[y, x]) + int(eg[y, x + 2])
-                    if sg < min(sm, sa):
-                        pr = pg
-            act = (abs(a - c) + abs(b - c) + abs(b - d) + int(perr[x + 1]) + int(perr[x]) + int(perr[x + 2])
-                   + 2 * int(cerr[x]))
-            if cross is not None:
-                act += 2 * int(cross[y, x])
-            act >>= 1 + ashift
-            act = min(act, 255)
-            if mode == 0:
-                k = int(ACT0_LUT[act])
-            else:
-                k = int(ACT1_LUT[act]) * nlvl + int(LVL_LUT[min(max(pr, 0) >> lshift, 31)])
+            cx = model.context(y, x)
+            k = cx[0]
             xs = states[j]
             slot = xs & (TOTAL - 1)
             s = luts[k][slot]
@@ -643,30 +738,25 @@ def _decode_plane(body: bytes, desc: tuple[int, ...], h: int, w: int, lo: int, h
                 wpos[j] += 1
             states[j] = xs
             uu = u_of_token(s, br.get(token_extra_bits(s)))
-            e = (uu >> 1) ^ -(uu & 1)
-            v = pr + e
-            if v < lo or v > hi:
-                raise CodecError(None, "corrupt csp stream: decoded sample out of range")
-            crow[x + 1] = v
-            cerr[x + 1] = abs(e)
-            em[y + 1, x + 1] = abs(v - pm)
-            ev[y + 1, x + 1] = abs(v - pa)
-            eg[y + 1, x + 1] = abs(v - pg)
-        crow[w + 1] = crow[w]
+            model.store(y, x, (uu >> 1) ^ -(uu & 1), cx)
     for j in range(N_STREAMS):
         if states[j] != RANS_L or wpos[j] != len(words[j]):
             raise CodecError(None, "corrupt csp rANS stream (final state mismatch)")
         readers[j].check_end()
-    return p[1:, 1:w + 1], eb[1:, 1:w + 1]
+    return model.result()
 
 
 def decode(data: bytes | bytearray | memoryview) -> np.ndarray:
-    """Decode a stream (version 1 or 2) to its ``(H, W, C)`` tile (reference implementation)."""
+    """Decode a stream (version 1, 2 or 3) to its ``(H, W, C)`` tile (reference implementation)."""
     raw = bytes(data)
     if len(raw) > 4 and raw[4] == 2:
         from csp.codecs.lossless import reference_v2
 
         return reference_v2.decode(raw)
+    if len(raw) > 4 and raw[4] == 3:
+        from csp.codecs.lossless import reference_v3
+
+        return reference_v3.decode(raw)
     (h, w, c), dtype, xform, planes = parse_header(raw)
     maxv = 65535 if dtype == np.uint16 else 255
     pos = HEADER.size + PLANE.size * c + 4

@@ -1,0 +1,267 @@
+"""Bitstream version 3 of the CSP lossless codec, Numba implementation (``numba_v3``): round trips,
+version 1's model decisions, byte equality with the reference (``reference_v3``) and damaged streams."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from csp.codecs.lossless import numba_codec, numba_v3, reference
+from csp.errors import CodecError
+
+
+def _tile(shape: tuple[int, int, int], dtype: type, pattern: str, seed: int) -> np.ndarray:
+    """A synthetic tile: smooth gradients with texture (H&E-like), noise, extremes or near-zero counts."""
+    rng = np.random.default_rng(seed)
+    maxv = np.iinfo(dtype).max
+    h, w, c = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    if pattern == "smooth":
+        base = 0.5 + 0.3 * np.sin(yy[..., None] / 7.0 + np.arange(c)) * np.cos(xx[..., None] / 5.0)
+        img = base * maxv + rng.normal(0, maxv / 60, (h, w, c))
+        return np.clip(img, 0, maxv).astype(dtype)
+    if pattern == "ramp":  # planar gradients: SEL3 (GRAD) wins
+        img = (3 * yy[..., None] + 2 * xx[..., None] + 17 * np.arange(c)) * (maxv // 255)
+        return np.clip(img + rng.integers(0, 3, (h, w, c)), 0, maxv).astype(dtype)
+    if pattern == "noise":
+        return rng.integers(0, maxv + 1, shape).astype(dtype)
+    if pattern == "edges":  # extremes side by side: maximal residuals
+        m = (yy[..., None] // 2 + xx[..., None] // 3 + np.arange(c)) % 2
+        return np.where(m == 1, maxv, 0).astype(dtype)
+    return rng.poisson(2.0, shape).astype(dtype)  # fluorescence-like, near zero
+
+
+SHAPES = [(1, 1), (1, 2), (2, 1), (1, 40), (40, 1), (2, 2), (3, 3), (2, 3), (3, 2), (5, 31), (31, 5),
+          (17, 33), (16, 32), (33, 64), (47, 35)]
+PATTERNS = ("smooth", "ramp", "noise", "edges", "counts")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_round_trip_shapes(dtype: type, channels: int) -> None:
+    for i, (h, w) in enumerate(SHAPES):
+        for pattern in PATTERNS:
+            tile = _tile((h, w, channels), dtype, pattern, 100 * i + channels)
+            data = numba_v3.encode(tile)
+            assert data[4] == numba_v3.VERSION
+            back = numba_v3.decode(data)
+            assert back.dtype == tile.dtype and back.shape == tile.shape
+            np.testing.assert_array_equal(back, tile, err_msg=f"{(h, w, channels)} {pattern}")
+
+
+def test_rct_and_predictors_round_trip_like_version_1() -> None:
+    """Version 3 takes version 1's decisions: same transform, descriptors and tables; its stream is the
+    same size minus version 1's per-plane stream lengths, states and pads (give or take rANS flushes)."""
+    seen_kinds, seen_modes, seen_xforms = set(), set(), set()
+    cases = [("smooth", np.uint8), ("smooth", np.uint16), ("counts", np.uint16), ("counts", np.uint8),
+             ("noise", np.uint8), ("edges", np.uint16), ("ramp", np.uint8)]
+    for seed, (pattern, dtype) in enumerate(cases):
+        for shape in ((48, 50, 3), (20, 64, 1), (33, 40, 4)):
+            tile = _tile(shape, dtype, pattern, seed)
+            data = numba_v3.encode(tile)
+            np.testing.assert_array_equal(numba_v3.decode(data), tile)
+            v1 = numba_codec.encode(tile)
+            (_, _, c), _, xform, planes = reference.parse_header(v1)
+            assert data[6] == xform
+            seen_xforms.add(xform)
+            off = reference.HEADER.size + reference.PLANE.size * c + 4
+            tables = b""
+            for i, p in enumerate(planes):
+                desc = struct.unpack_from("<BBBB", data, reference.HEADER.size + 4 * i)
+                assert desc == tuple(p[:4])
+                seen_kinds.add(p[0])
+                seen_modes.add(p[1])
+                tables += v1[off:off + p[4]]
+                off += sum(p[4:])
+            tpos = reference.HEADER.size + 4 * c + 12
+            assert data[tpos:tpos + len(tables)] == tables
+            assert struct.unpack_from("<I", data, tpos - 12)[0] == len(tables)
+            # v1: 40-byte descriptors, per plane four rANS states and pads;
+            # v3: 4-byte descriptors, 32 states, T and N
+            assert abs(len(data) - (len(v1) - 52 * c + 136)) <= 2 * numba_v3.LANES + 8 * c + 16
+    assert seen_kinds >= {0, 3, 4} and seen_modes == {0, 1} and len(seen_xforms) >= 2
+
+
+def test_decode_into_out_and_2d_input() -> None:
+    tile = _tile((21, 19, 1), np.uint8, "smooth", 3)
+    data = numba_v3.encode(tile[:, :, 0])
+    out = np.zeros((21, 19, 1), np.uint8)
+    assert numba_v3.decode(data, out) is out
+    np.testing.assert_array_equal(out, tile)
+    np.testing.assert_array_equal(numba_v3.decode(np.frombuffer(data, np.uint8)), tile)
+    with pytest.raises(CodecError, match="out is"):
+        numba_v3.decode(data, np.zeros((21, 19, 1), np.uint16))
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 4, 3), np.float32), np.zeros((4,), np.uint8),
+                                 np.zeros((0, 4, 1), np.uint8)])
+def test_unsupported_input_raises(bad: np.ndarray) -> None:
+    with pytest.raises(CodecError):
+        numba_v3.encode(bad)
+
+
+# ---------------------------------------------------------------------------------------- reference
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_bytes_equal_reference_v3(dtype: type) -> None:
+    reference_v3 = pytest.importorskip("csp.codecs.lossless.reference_v3")
+    cases = [((1, 1, 1), "noise"), ((1, 7, 2), "smooth"), ((6, 1, 1), "counts"), ((3, 3, 3), "edges"),
+             ((2, 5, 4), "noise"), ((21, 34, 3), "ramp"), ((19, 24, 3), "smooth"), ((18, 40, 1), "counts"),
+             ((17, 33, 3), "counts"),
+             ((20, 36, 3), "noise"), ((16, 31, 2), "edges")]
+    for i, (shape, pattern) in enumerate(cases):
+        tile = _tile(shape, dtype, pattern, i)
+        data = numba_v3.encode(tile)
+        ref = reference_v3.encode(tile)
+        assert data == ref, f"{shape} {pattern}"
+        np.testing.assert_array_equal(reference_v3.decode(data), tile)
+        np.testing.assert_array_equal(numba_v3.decode(ref), tile)
+
+
+# ------------------------------------------------------------------------------------- damaged streams
+def _stream() -> tuple[np.ndarray, bytes]:
+    tile = _tile((18, 20, 3), np.uint8, "smooth", 7)
+    return tile, numba_v3.encode(tile)
+
+
+def test_truncated_and_extended_streams_raise() -> None:
+    _, data = _stream()
+    for n in range(len(data)):
+        with pytest.raises(CodecError):
+            numba_v3.decode(data[:n])
+    for extra in (b"\0", b"\0\0", b"\xff" * 5):
+        with pytest.raises(CodecError):
+            numba_v3.decode(data + extra)
+
+
+def _with_crc(buf: bytearray, c: int) -> bytes:
+    hlen = reference.HEADER.size + 4 * c + 8
+    struct.pack_into("<I", buf, hlen, zlib.crc32(bytes(buf[:hlen])))
+    return bytes(buf)
+
+
+def test_header_fields_are_checked() -> None:
+    tile, data = _stream()
+    c = tile.shape[2]
+    hlen = reference.HEADER.size + 4 * c + 8
+    for pos in range(hlen + 4):  # any bit flip in the header, descriptors, lengths or CRC
+        bad = bytearray(data)
+        bad[pos] ^= 0x10
+        with pytest.raises(CodecError):
+            numba_v3.decode(bytes(bad))
+    bad = bytearray(data)
+    bad[4] = 1
+    with pytest.raises(CodecError, match="version"):
+        numba_v3.decode(bytes(bad))
+    # reserved bytes, predictor, context mode, shifts
+    forged = [(7, 1), (18, 1), (19, 2), (20, 5), (21, 7), (22, 16), (23, 16)]
+    for pos, value in forged:
+        bad = bytearray(data)
+        bad[pos] = value
+        with pytest.raises(CodecError, match="reserved|descriptor"):
+            numba_v3.decode(_with_crc(bad, c))
+    bad = bytearray(data)
+    struct.pack_into("<II", bad, 8, 1 << 16, 1 << 16)  # a huge shape with a valid CRC
+    with pytest.raises(CodecError, match="shape"):
+        numba_v3.decode(_with_crc(bad, c))
+    tl = struct.unpack_from("<I", data, hlen - 8)[0]
+    bad = bytearray(data)
+    struct.pack_into("<I", bad, hlen + 4 + tl + 4 * 5, 0xFFFF)  # lane state 5 below 2^16
+    with pytest.raises(CodecError, match="lane state"):
+        numba_v3.decode(bytes(bad))
+
+
+def test_flipped_payload_bits_fail_cleanly() -> None:
+    """A flipped bit in the tables, lane states or words raises CodecError, or (rarely, in the entropy
+    coded part) decodes to some tile of the right shape; nothing is read out of bounds."""
+    tile, data = _stream()
+    c = tile.shape[2]
+    start = reference.HEADER.size + 4 * c + 12
+    rng = np.random.default_rng(0)
+    raised = 0
+    positions = list(range(start, len(data))) if len(data) - start < 400 else \
+        sorted(rng.choice(np.arange(start, len(data)), 400, replace=False))
+    for pos in positions:
+        bad = bytearray(data)
+        bad[pos] ^= 1 << int(rng.integers(0, 8))
+        try:
+            back = numba_v3.decode(bytes(bad))
+        except CodecError:
+            raised += 1
+            continue
+        assert back.shape == tile.shape and back.dtype == tile.dtype
+    assert raised >= 0.9 * len(positions)
+
+
+def test_random_words_never_crash() -> None:
+    """Streams with a valid header and random payload (tables of the real stream, random words) raise
+    CodecError or decode; the word reads stay inside the stream."""
+    tile, data = _stream()
+    c = tile.shape[2]
+    hlen = reference.HEADER.size + 4 * c + 8
+    tl = struct.unpack_from("<I", data, hlen - 8)[0]
+    rng = np.random.default_rng(1)
+    for nwords in (0, 1, 2, 50, 1000):
+        body = rng.integers(0, 256, 64 + 2 * nwords, dtype=np.uint8)
+        body[3::4][:16] |= 1  # lane states >= 2^16
+        buf = bytearray(data[:hlen + 4 + tl] + body.tobytes())
+        struct.pack_into("<I", buf, hlen - 4, 2 * nwords)
+        try:
+            numba_v3.decode(_with_crc(buf, c))
+        except CodecError:
+            pass
+
+
+def test_slide_tile_matches_reference_and_version_1() -> None:
+    """A crop of a real H&E slide (decoded JPEG): bytes equal the reference's, pixels round trip, and the
+    stream is version 1's size minus its per-plane overheads."""
+    reference_v3 = pytest.importorskip("csp.codecs.lossless.reference_v3")
+    tifffile = pytest.importorskip("tifffile")
+    from conftest import shared_file
+
+    with tifffile.TiffFile(shared_file("svs/CMU-1-Small-Region.svs")) as tf:
+        img = tf.pages[0].asarray()
+    crop = np.ascontiguousarray(img[700:740, 500:564])
+    data = numba_v3.encode(crop)
+    assert data == reference_v3.encode(crop)
+    np.testing.assert_array_equal(numba_v3.decode(data), crop)
+    np.testing.assert_array_equal(reference_v3.decode(data), crop)
+    assert len(data) < len(numba_codec.encode(crop))
+
+
+V3_FIXTURES = Path(__file__).parent / "fixtures" / "codec" / "v3"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in V3_FIXTURES.glob("*.csp")))
+def test_golden_v3_fixtures(name: str) -> None:
+    """The golden version-3 streams (written by the reference) decode to their arrays, and the Numba
+    encoder writes exactly those bytes."""
+    data = (V3_FIXTURES / f"{name}.csp").read_bytes()
+    expected = np.load(V3_FIXTURES.parent / f"{name}.npy")
+    np.testing.assert_array_equal(numba_v3.decode(data), expected)
+    assert numba_v3.encode(expected) == data
+
+
+def test_threads_encode_and_decode_concurrently() -> None:
+    """The kernels release the GIL and keep no global state: concurrent calls give the same results."""
+    import threading
+
+    tiles = [_tile((40, 48, 3), np.uint8, "smooth", s) for s in range(4)]
+    streams = [numba_v3.encode(t) for t in tiles]
+    failures: list[int] = []
+
+    def work(i: int) -> None:
+        for _ in range(5):
+            same = numba_v3.encode(tiles[i]) == streams[i]
+            if not same or not np.array_equal(numba_v3.decode(streams[i]), tiles[i]):
+                failures.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(tiles))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert failures == []
