@@ -124,7 +124,7 @@ def measure(tiles: list[np.ndarray], repeat: int) -> list[dict[str, object]]:
                 if not np.array_equal(back.reshape(t.shape), t):
                     raise AssertionError(f"{name} round trip differs")
         t_enc = _best(lambda enc=enc: [enc(t) for t in tiles], repeat)
-        t_dec = _best(lambda dec=dec, streams=streams: [dec(s, o) for s, o in zip(streams, outs)], repeat)
+        t_dec = _best(lambda dec=dec, streams=streams, outs=outs: [dec(s, o) for s, o in zip(streams, outs)], repeat)
         t_new = _best(lambda dec=dec, streams=streams: [dec(s, None) for s in streams], repeat)
         nbytes = sum(len(s) for s in streams)
         rows.append({"codec": name, "bytes": nbytes, "bpp": 8 * nbytes / npix,

@@ -596,18 +596,31 @@ static void read_desc(const uint8_t *d, plane_desc_t *D) {
     }
 }
 
-static int parse_header(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, int64_t *c, int *bps, int *xform) {
+/* The header checks of every bitstream version: magic, version byte, channel count, the CRC-32 of the
+ * first hlen = fixed + per_plane * C bytes, sample type, transform, shape; with strict, zero reserved
+ * bytes (versions 2 and 3). */
+static int check_header(const uint8_t *src, int64_t n, int version, int64_t fixed, int64_t per_plane, int strict,
+                        int64_t *h, int64_t *w, int64_t *c, int *bps, int *xform, int64_t *hlen_out) {
     if (!src || n < HEADER_SIZE) return CSP_E_HEADER;
     if (memcmp(src, MAGIC, 4) != 0) return CSP_E_MAGIC;
-    if (src[4] != 1) return CSP_E_VERSION;
+    if (src[4] != version) return CSP_E_VERSION;
     int64_t cc = rd16(src + 16);
-    int64_t hlen = HEADER_SIZE + PLANE_SIZE * cc;
+    int64_t hlen = fixed + per_plane * cc;
     if (cc == 0 || n < hlen + 4) return CSP_E_HEADER;
     if (rd32(src + hlen) != crc32_bytes(src, (size_t)hlen)) return CSP_E_HEADER;
     int b = src[5], xf = src[6];
     if ((b != 1 && b != 2) || xf >= N_XFORM || (xf >= 1 && cc != 3)) return CSP_E_HEADER;
+    if (strict && (src[7] || rd16(src + 18))) return CSP_E_HEADER;
     int64_t hh = rd32(src + 8), ww = rd32(src + 12);
     if (!shape_ok(hh, ww, cc)) return CSP_E_HEADER;
+    *h = hh; *w = ww; *c = cc; *bps = b; *xform = xf; *hlen_out = hlen;
+    return CSP_OK;
+}
+
+static int parse_header(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, int64_t *c, int *bps, int *xform) {
+    int64_t hh, ww, cc, hlen; int b, xf;
+    int rc = check_header(src, n, 1, HEADER_SIZE, PLANE_SIZE, 0, &hh, &ww, &cc, &b, &xf, &hlen);
+    if (rc) return rc;
     int64_t total = hlen + 4;
     for (int64_t p = 0; p < cc; p++) {
         const uint8_t *d = src + HEADER_SIZE + PLANE_SIZE * p;

@@ -154,17 +154,9 @@ done:
 /* ------------------------------------------------------------------ decoder */
 static int v3_parse_header(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, int64_t *c, int *bps, int *xform,
                            int64_t *tl, int64_t *wl) {
-    if (!src || n < HEADER_SIZE) return CSP_E_HEADER;
-    if (memcmp(src, MAGIC, 4) != 0) return CSP_E_MAGIC;
-    if (src[4] != 3) return CSP_E_VERSION;
-    int64_t cc = rd16(src + 16);
-    int64_t hlen = V3_FIXED + V3_DESC * cc;
-    if (cc == 0 || n < hlen + 4) return CSP_E_HEADER;
-    if (rd32(src + hlen) != crc32_bytes(src, (size_t)hlen)) return CSP_E_HEADER;
-    int b = src[5], xf = src[6];
-    if ((b != 1 && b != 2) || xf >= N_XFORM || (xf >= 1 && cc != 3) || src[7] || rd16(src + 18)) return CSP_E_HEADER;
-    int64_t hh = rd32(src + 8), ww = rd32(src + 12);
-    if (!shape_ok(hh, ww, cc)) return CSP_E_HEADER;
+    int64_t hh, ww, cc, hlen; int b, xf;
+    int rc = check_header(src, n, 3, V3_FIXED, V3_DESC, 1, &hh, &ww, &cc, &b, &xf, &hlen);
+    if (rc) return rc;
     for (int64_t p = 0; p < cc; p++) {
         const uint8_t *d = src + HEADER_SIZE + V3_DESC * p;
         if (d[0] >= N_PRED || d[1] > 1 || d[2] > 15 || d[3] > 15) return CSP_E_HEADER;

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_lossless_codec import PATTERNS, make_tile  # the shared synthetic test tiles
 
 from csp.codecs.lossless import reference as v1
 from csp.codecs.lossless import reference_v3 as v3
@@ -21,26 +22,6 @@ from csp.errors import CodecError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "codec"
 GOLDEN_V3 = sorted(p.stem for p in (FIXTURES / "v3").glob("*.csp"))
-PATTERNS = ("constant", "noise", "gradient", "edges", "lowvalues")
-
-
-def make_tile(shape: tuple[int, int, int], dtype: type, pattern: str, seed: int) -> np.ndarray:
-    """A synthetic tile of one of the test patterns."""
-    rng = np.random.default_rng(seed)
-    maxv = np.iinfo(dtype).max
-    h, w, c = shape
-    if pattern == "constant":
-        return np.full(shape, rng.integers(0, maxv + 1), dtype)
-    if pattern == "noise":
-        return rng.integers(0, maxv + 1, shape).astype(dtype)
-    if pattern == "gradient":
-        g = np.arange(h)[:, None, None] * 3 + np.arange(w)[None, :, None] * 5 + np.arange(c) * 11
-        return (g % (maxv + 1)).astype(dtype)
-    if pattern == "edges":
-        m = (np.arange(h)[:, None, None] // 2 + np.arange(w)[None, :, None] // 3 + np.arange(c)) % 2
-        return np.where(m == 1, maxv, 0).astype(dtype)
-    return rng.poisson(2.0, shape).astype(dtype)
-
 
 def he_like(h: int, w: int, seed: int = 3) -> np.ndarray:
     """Smooth pink/purple uint8 RGB texture with noise (H&E-like: RCT and context modelling matter)."""

@@ -39,12 +39,8 @@ from csp.codecs.lossless.numba_codec import (
 )
 from csp.codecs.lossless.numba_v2 import _TOK_BASE, _TOK_NB
 from csp.codecs.lossless.reference import (
-    DTYPES,
     HEADER,
     MAGIC,
-    MAX_SAMPLES,
-    N_PRED,
-    N_XFORM,
     NTOK,
     PROB_BITS,
     RANS_L,
@@ -215,35 +211,11 @@ def parse_header(buf: np.ndarray) -> tuple[tuple[int, int, int], np.dtype, int, 
     CodecError
         Another magic or version, a checksum mismatch, invalid fields, a wrong length or lane state.
     """
-    n = buf.size
-    if n < HEADER.size:
-        raise CodecError(None, f"csp stream truncated: {n} bytes, header needs {HEADER.size}")
-    magic, ver, dcode, xform, res0, h, w, c, res1 = HEADER.unpack_from(buf, 0)
-    if magic != MAGIC:
-        raise CodecError(None, f"not a csp lossless stream (magic {bytes(magic)!r})")
-    if ver != VERSION:
-        raise CodecError(None, f"csp stream version {ver} is not supported by the version-{VERSION} reader")
-    hlen = HEADER.size + DESC.size * c + LENGTHS.size
-    if c == 0 or n < hlen + 4:
-        raise CodecError(None, "csp stream truncated inside its header")
-    (crc,) = struct.unpack_from("<I", buf, hlen)
-    if crc != zlib.crc32(buf[:hlen]):
-        raise CodecError(None, "csp stream header checksum mismatch (corrupt header)")
-    if dcode not in DTYPES or xform >= N_XFORM or (xform >= 1 and c != 3) or res0 or res1:
-        raise CodecError(None, f"csp stream header has invalid dtype code {dcode}, transform {xform} or "
-                               "reserved fields")
-    if h == 0 or w == 0 or h * w * c >= MAX_SAMPLES:
-        raise CodecError(None, f"csp stream has an invalid shape {h}x{w}x{c}")
-    descs = np.frombuffer(buf, np.uint8, DESC.size * c, HEADER.size).reshape(c, 4).astype(np.int64)
-    if (descs[:, 0] >= N_PRED).any() or (descs[:, 1] > 1).any() or (descs[:, 2:] > 15).any():
-        raise CodecError(None, "csp stream header has an invalid plane descriptor")
-    tl, wl = LENGTHS.unpack_from(buf, HEADER.size + DESC.size * c)
-    total = hlen + 4 + tl + STATES.size + wl
-    if wl % 2 or total != n:
-        raise CodecError(None, f"csp stream is {n} bytes, its header describes {total} (word bytes {wl})")
-    if min(STATES.unpack_from(buf, hlen + 4 + tl)) < RANS_L:
-        raise CodecError(None, "corrupt csp stream: a lane state is below 2^16")
-    return (h, w, c), DTYPES[dcode], xform, descs, hlen + 4, tl
+    from csp.codecs.lossless import reference_v3  # defines the header checks
+
+    head = reference_v3.parse_header(memoryview(buf))
+    descs = np.array(head.descs, np.int64).reshape(len(head.descs), 4)
+    return head.shape, head.dtype, head.xform, descs, head.table_pos, head.table_len
 
 
 #: fields of a padded sample in the decoder's interleaved plane array (one cache line holds the
