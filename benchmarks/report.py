@@ -176,6 +176,42 @@ def generic_section(title: str, data: dict[str, Any]) -> list[str]:
     return out
 
 
+def codec_plot(data: dict[str, Any]) -> list[str]:
+    """Size against decode speed of every codec in every table of ``codec.json`` (one panel per table)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tables = data.get("tables", {})
+    if not tables:
+        return []
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    names = list(dict.fromkeys(str(r["codec"]) for t in tables.values() for r in t["rows"]))
+    style = {n: (f"C{i % 10}", "o" if n.startswith("csp") else "s") for i, n in enumerate(names)}
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.0 * len(tables) + 1.6, 3.6), squeeze=False)
+    for ax, (name, t) in zip(axes[0], tables.items()):
+        for row in t["rows"]:
+            color, marker = style[str(row["codec"])]
+            ax.scatter([row["decode MP/s"]], [row["bits/pixel"]], s=30, color=color, marker=marker,
+                       label=str(row["codec"]))
+        ax.set_xscale("log")
+        ax.set_xticks([10, 30, 100, 300, 1000])
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("decode MP/s, one core (log scale)")
+        ax.set_ylabel("bits per pixel (lower is better)")
+        ax.set_title(name.split(",")[0], fontsize=9)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7)
+    fig.tight_layout(rect=(0, 0, 1 - 1.5 / (4.0 * len(tables) + 1.6), 1))
+    fig.savefig(os.path.join(IMG, "codec.png"), dpi=110)
+    plt.close(fig)
+    return ["![size against decode speed](img/codec.png)", ""]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=os.path.join(DOCS, "benchmarks.md"))
@@ -197,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     for fname, title in (("codec.json", "Lossless pixel codec (`benchmarks/bench_codec.py`)"),):
         data = _load(fname)
         if data and "tables" in data:
-            lines += generic_section(title, data)
+            lines += generic_section(title, data) + codec_plot(data)
     with open(args.out, "w") as fh:
         fh.write("\n".join(lines).rstrip() + "\n")
     print(f"wrote {args.out}")
