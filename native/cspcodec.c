@@ -689,16 +689,22 @@ static int read_freqs(bitr_t *r, uint32_t f[NTOK], int *nsym_out) {
     return CSP_OK;
 }
 
-/* Read nctx context tables from *r into T (versions 1 and 3). */
-static int read_tables_from(bitr_t *r, int nctx, dtables_t *T) {
+/* Fill the decoding-table entries of one symbol: e[q] = v + (q << 7) for q < f. */
+typedef void (*fill_fn)(uint32_t *e, uint32_t v, uint32_t f);
+
+static void fill_entries(uint32_t *e, uint32_t v, uint32_t f) {
+    for (uint32_t q = 0; q < f; q++) e[q] = v + (q << 7); /* vectorised */
+}
+
+/* Read nctx context tables from *r into T (versions 1 and 3); fill writes each symbol's entries. */
+static int read_tables_from(bitr_t *r, int nctx, dtables_t *T, fill_fn fill) {
     for (int k = 0; k < nctx; k++) {
         uint32_t f[NTOK];
         int nsym;
         if (read_freqs(r, f, &nsym) != CSP_OK) return CSP_E_TABLE;
         uint32_t acc = 0;
         for (int s = 0; s < nsym; s++) {
-            uint32_t *e = T->ent[k] + acc, v = (uint32_t)s | (f[s] << 19);
-            for (uint32_t q = 0; q < f[s]; q++) e[q] = v + (q << 7); /* vectorised */
+            fill(T->ent[k] + acc, (uint32_t)s | (f[s] << 19), f[s]);
             acc += f[s];
         }
     }
@@ -707,7 +713,7 @@ static int read_tables_from(bitr_t *r, int nctx, dtables_t *T) {
 
 static int read_tables(const uint8_t *p, int64_t len, int nctx, dtables_t *T) {
     bitr_t r; br_init(&r, p, len);
-    int rc = read_tables_from(&r, nctx, T);
+    int rc = read_tables_from(&r, nctx, T, fill_entries);
     if (rc) return rc;
     if (!br_at_end(&r)) return CSP_E_TABLE;
     return CSP_OK;

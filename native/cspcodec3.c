@@ -360,7 +360,7 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
     if (!dst || dst_bytes != h * w * c * bps) return CSP_E_OUTSIZE;
     const int32_t maxv = bps == 1 ? 255 : 65535;
     v3sched_t SC; v3_schedule(h, w, &SC);
-    const int64_t pad = w + 2 * V3_LANES + 4;              /* zero rows before step 0 */
+    const int64_t pad = 4;                                 /* rows before step 0 (steps -3..-1 are read) */
     const int64_t rows = pad + SC.tend + 20, SK = rows * V3_LANES; /* + 16: the output pass reads whole blocks */
     const int nP = c == 3 ? 3 : 1; /* three-channel tiles are written together at the end */
     int32_t *buf = (int32_t *)malloc(sizeof(int32_t) * (size_t)(SK * (nP + 5)));
@@ -381,7 +381,11 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
         const uint8_t *d = src + HEADER_SIZE + V3_DESC * pl;
         D.kind = d[0]; D.mode = d[1]; D.ash = d[2]; D.lsh = d[3];
         bitr_t r; br_init(&r, tab + toff, tl - toff);
-        if (read_tables_from(&r, N_CTX[D.mode], T)) { rc = CSP_E_TABLE; goto done; }
+        fill_fn fill = fill_entries;
+#if V3_HAVE_AVX512
+        if (simd) fill = v3_avx512_fill;
+#endif
+        if (read_tables_from(&r, N_CTX[D.mode], T, fill)) { rc = CSP_E_TABLE; goto done; }
         toff += (r.bits_read + 7) >> 3;
         range_t rg = plane_range(xform, (int)pl, maxv);
         D.lo = rg.lo; D.hi = rg.hi;
@@ -393,13 +397,8 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
         D.G = buf + (nP + 3) * SK + pad * V3_LANES;
         D.X0 = (xform && pl > 0) ? E0 : NULL;
         int32_t *arrs[5] = {D.P, D.E, D.M, D.A, D.G};
-        /* what the AVX-512 path reads before anything is stored there: all lanes of steps -3..-1 and the
-         * last lane (lane 0's row above) of the steps before it starts (the scalar path reads no pads) */
-        const int64_t zend = SC.tend < 2 * V3_LANES ? SC.tend : 2 * V3_LANES;
-        for (int i = 0; i < 5; i++) {
-            memset(arrs[i] - 3 * V3_LANES, 0, sizeof(int32_t) * 3 * V3_LANES);
-            for (int64_t r = -pad; r < zend; r++) arrs[i][r * V3_LANES + V3_LANES - 1] = 0;
-        }
+        /* the AVX-512 path starts from steps -3..-1 (zeros); nothing else reads before it writes */
+        for (int i = 0; i < 5; i++) memset(arrs[i] - 3 * V3_LANES, 0, sizeof(int32_t) * 3 * V3_LANES);
         rc = v3_decode_plane(&D, simd);
         if (rc) goto done;
         if (nP == 1) { /* store channel pl */

@@ -40,9 +40,12 @@ typedef struct {
 
 #define V3_ROW(X, s) _mm512_loadu_si512((const void *)((X) + (s) * V3_LANES))
 
-/* Lanes 0-15 of row s of X moved up one lane: lane 0 gets lane 31 of step s - w + 64 (its row above). */
+/* Lanes 0-15 of row s of X moved up one lane: lane 0 gets lane 31 of step s - w + 64 (its row above),
+ * 0 before lane 31 has started (lane 0's row 0 has row -1 above: zeros). */
 V3_TARGET static inline __m512i v3_upA(const int32_t *X, int64_t s, int64_t w, __m512i vA) {
-    return _mm512_alignr_epi32(vA, _mm512_set1_epi32(X[(s - w + 2 * V3_LANES) * V3_LANES + V3_LANES - 1]), 15);
+    const int64_t r = s - w + 2 * V3_LANES;
+    const int32_t up = r >= 2 * (V3_LANES - 1) ? X[r * V3_LANES + V3_LANES - 1] : 0;
+    return _mm512_alignr_epi32(vA, _mm512_set1_epi32(up), 15);
 }
 /* Lanes 16-31 moved up one lane: lane 16 gets lane 15 of the same step. */
 V3_TARGET static inline __m512i v3_upB(__m512i vB, __m512i vA) { return _mm512_alignr_epi32(vB, vA, 15); }
@@ -318,6 +321,19 @@ V3_TARGET static int64_t v3_avx512_run(v3dec_t *D, int64_t t0, int64_t t1) {
     }
 }
 
+/* fill_entries with 16-entry stores (table building is a tenth of a tile's decoding time). */
+V3_TARGET static void v3_avx512_fill(uint32_t *e, uint32_t v, uint32_t f) {
+    const __m512i step = _mm512_set1_epi32(16 << 7);
+    __m512i cur = _mm512_add_epi32(_mm512_set1_epi32((int)v),
+                                   _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 7));
+    uint32_t q = 0;
+    for (; q + 16 <= f; q += 16) {
+        _mm512_storeu_si512((void *)(e + q), cur);
+        cur = _mm512_add_epi32(cur, step);
+    }
+    if (q < f) _mm512_mask_storeu_epi32((void *)(e + q), (__mmask16)((1u << (f - q)) - 1), cur);
+}
+
 /* In-place transpose of a 16 x 16 block of int32 (r[i] becomes column i). */
 V3_TARGET static inline void v3_transpose16(__m512i r[16]) {
     __m512i t[16];
@@ -337,52 +353,58 @@ V3_TARGET static inline void v3_transpose16(__m512i r[16]) {
     }
 }
 
-/* v3_output3 for uint8 tiles of 32 lanes. Blocks of 16 steps x 16 lanes of each plane's skew buffer
- * are transposed, so that each vector holds 16 consecutive samples of one lane (consecutive columns of
- * one row, or the end of one row and the start of the lane's next row); inverse RCT in vectors; the
- * three channels are interleaved with one byte permutation and stored with byte masks. The buffers must
- * be readable up to step tend + 15. */
+/* v3_output3 for uint8 tiles of 32 lanes. Per step row of the skew buffers (16 lanes), the inverse RCT
+ * runs on the three planes' vectors and packs each pixel into one dword (R | G << 8 | B << 16); blocks
+ * of 16 steps x 16 lanes are then transposed, so that each vector holds 16 consecutive pixels of one
+ * lane (consecutive columns of one row, or the end of one row and the start of the lane's next row),
+ * squeezed to 48 bytes with one byte permutation and stored with byte masks. The buffers must be
+ * readable up to step tend + 15 (the rows past a lane's samples hold anything: masked out). */
 V3_TARGET static int v3_avx512_output3_u8(const int32_t *P0, int64_t SK, const int64_t *n, int64_t tend, int64_t w,
                                           int xform, uint8_t *dst) {
     uint8_t perm[64];
-    for (int i = 0; i < 64; i++) perm[i] = (uint8_t)(i < 48 ? (i % 3) * 16 + i / 3 : 63);
+    for (int i = 0; i < 64; i++) perm[i] = (uint8_t)(i < 48 ? (i / 3) * 4 + i % 3 : 63);
     const __m512i PERM = _mm512_loadu_si512(perm), vmax = _mm512_set1_epi32(255), vk = _mm512_set1_epi32(xform ? xform - 1 : 0);
     int bad = 0;
     for (int g = 0; g < 2; g++) {
         int64_t x[16], r[16]; /* column and row index of the lane's sample at the block's first step */
-        for (int i = 0; i < 16; i++) { x[i] = -2 * (16 * g + i); r[i] = 0; }
+        int32_t q0[16], nw[16];
+        for (int i = 0; i < 16; i++) {
+            x[i] = -2 * (16 * g + i); r[i] = 0;
+            q0[i] = (int32_t)x[i]; nw[i] = (int32_t)(n[16 * g + i] * w);
+        }
+        __m512i qv = _mm512_loadu_si512(q0);
+        const __m512i nWv = _mm512_loadu_si512(nw), one = _mm512_set1_epi32(1);
         for (int64_t tb = 0; tb < tend; tb += 16) {
-            __m512i R[16], G[16], B[16];
-            for (int j = 0; j < 16; j++) {
+            __m512i px[16];
+            for (int j = 0; j < 16; j++, qv = _mm512_add_epi32(qv, one)) {
                 const int32_t *row = P0 + (tb + j) * V3_LANES + 16 * g;
-                R[j] = _mm512_loadu_si512((const void *)row);
-                G[j] = _mm512_loadu_si512((const void *)(row + SK));
-                B[j] = _mm512_loadu_si512((const void *)(row + 2 * SK));
+                __m512i rr = _mm512_loadu_si512((const void *)row);
+                __m512i gg = _mm512_loadu_si512((const void *)(row + SK));
+                __m512i bb = _mm512_loadu_si512((const void *)(row + 2 * SK));
+                if (xform) {
+                    const __mmask16 on = _mm512_cmpge_epi32_mask(qv, _mm512_setzero_si512()) & _mm512_cmplt_epi32_mask(qv, nWv);
+                    const __m512i U = gg, V = _mm512_add_epi32(bb, _mm512_srai_epi32(_mm512_mullo_epi32(vk, gg), 2));
+                    gg = _mm512_sub_epi32(rr, _mm512_srai_epi32(_mm512_add_epi32(U, V), 2));
+                    rr = _mm512_add_epi32(U, gg);
+                    bb = _mm512_add_epi32(V, gg);
+                    bad |= (_mm512_mask_cmpgt_epu32_mask(on, rr, vmax) | _mm512_mask_cmpgt_epu32_mask(on, gg, vmax) |
+                            _mm512_mask_cmpgt_epu32_mask(on, bb, vmax)) != 0;
+                }
+                px[j] = _mm512_or_si512(_mm512_and_si512(rr, vmax),
+                                        _mm512_or_si512(_mm512_slli_epi32(_mm512_and_si512(gg, vmax), 8),
+                                                        _mm512_slli_epi32(_mm512_and_si512(bb, vmax), 16)));
             }
-            v3_transpose16(R); v3_transpose16(G); v3_transpose16(B);
+            v3_transpose16(px);
             for (int i = 0; i < 16; i++) {
                 const int64_t k = 16 * g + i, x0 = x[i], r0 = r[i];
                 x[i] += 16;
                 if (x[i] >= w) { x[i] -= w; r[i]++; }
                 /* valid elements j: sample q = r0 * w + x0 + j in [0, n_k * w) */
-                const int64_t q0 = r0 * w + x0;
-                int64_t lo = q0 < 0 ? -q0 : 0, hi = n[k] * w - q0;
+                const int64_t q = r0 * w + x0;
+                int64_t lo = q < 0 ? -q : 0, hi = n[k] * w - q;
                 if (hi > 16) hi = 16;
                 if (lo >= hi) continue;
-                const __mmask16 valid = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
-                __m512i rr = R[i], gg = G[i], bb = B[i];
-                if (xform) {
-                    const __m512i U = gg, V = _mm512_add_epi32(bb, _mm512_srai_epi32(_mm512_mullo_epi32(vk, gg), 2));
-                    gg = _mm512_sub_epi32(rr, _mm512_srai_epi32(_mm512_add_epi32(U, V), 2));
-                    rr = _mm512_add_epi32(U, gg);
-                    bb = _mm512_add_epi32(V, gg);
-                    bad |= (_mm512_mask_cmpgt_epu32_mask(valid, rr, vmax) | _mm512_mask_cmpgt_epu32_mask(valid, gg, vmax) |
-                            _mm512_mask_cmpgt_epu32_mask(valid, bb, vmax)) != 0;
-                }
-                __m512i z = _mm512_castsi128_si512(_mm512_cvtepi32_epi8(rr));
-                z = _mm512_inserti32x4(z, _mm512_cvtepi32_epi8(gg), 1);
-                z = _mm512_inserti32x4(z, _mm512_cvtepi32_epi8(bb), 2);
-                z = _mm512_permutexvar_epi8(PERM, z);
+                const __m512i z = _mm512_permutexvar_epi8(PERM, px[i]);
                 /* elements before the row end go to row y = k + 32 r0, the others to the lane's next row */
                 const int64_t jc = w - x0 < 16 ? w - x0 : 16, y = k + V3_LANES * r0;
                 const int64_t a1 = lo, b1 = hi < jc ? hi : jc;
