@@ -32,6 +32,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# one core: no BLAS/OpenMP worker threads competing with the measured thread (set before numpy loads)
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import imagecodecs
 import numpy as np
 import tifffile
