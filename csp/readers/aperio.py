@@ -35,6 +35,7 @@ from csp.readers.tiff_common import (
     make_level,
     quiet_tifffile,
     read_tag_string,
+    tiff_metadata,
     tiff_properties,
 )
 
@@ -153,10 +154,7 @@ def aperio_metadata(properties: dict[str, str], icc: bytes | None) -> SlideMetad
     if scanner:
         fields["scanner"] = scanner
         provenance["scanner"] = "aperio.ScanScope ID"
-    if icc:
-        fields["icc_profile"] = icc
-        provenance["icc_profile"] = "tiff tag 34675 (level 0)"
-    return SlideMetadata(vendor="aperio", provenance=provenance, **fields)
+    return tiff_metadata("aperio", fields, provenance, icc)
 
 
 class AperioReader(TiffSlideReader):

@@ -28,6 +28,7 @@ from csp.readers.tiff_common import (
     make_level,
     quiet_tifffile,
     resolution_mpp,
+    tiff_metadata,
     tiff_properties,
 )
 
@@ -100,10 +101,7 @@ def generic_metadata(page0: Any, properties: dict[str, str]) -> SlideMetadata:
         fields["scanner"] = scanner
         provenance["scanner"] = " + ".join(k for k, v in (("tiff.Make", make), ("tiff.Model", model)) if v)
     icc = icc_profile(page0)
-    if icc:
-        fields["icc_profile"] = icc
-        provenance["icc_profile"] = "tiff tag 34675 (level 0)"
-    return SlideMetadata(vendor="generic-tiff", provenance=provenance, **fields)
+    return tiff_metadata("generic-tiff", fields, provenance, icc)
 
 
 class GenericTiffReader(TiffSlideReader):

@@ -49,6 +49,7 @@ from csp.readers.tiff_common import (
     read_tag_float,
     read_tag_string,
     resolution_unit,
+    tiff_metadata,
     tiff_properties,
 )
 
@@ -240,10 +241,7 @@ def leica_metadata(properties: dict[str, str], page: Any, main: LeicaImage, icc:
     if properties.get("leica.barcode"):
         fields["barcode"] = properties["leica.barcode"]
         provenance["barcode"] = "leica.barcode (collection <barcode>)"
-    if icc:
-        fields["icc_profile"] = icc
-        provenance["icc_profile"] = "tiff tag 34675 (main image level 0)"
-    return SlideMetadata(vendor="leica", provenance=provenance, **fields)
+    return tiff_metadata("leica", fields, provenance, icc, "tiff tag 34675 (main image level 0)")
 
 
 class LeicaScnReader(TiffSlideReader):

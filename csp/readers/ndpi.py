@@ -63,6 +63,7 @@ from csp.readers.tiff_common import (
     read_tag_float,
     read_tag_string,
     resolution_mpp,
+    tiff_metadata,
     tiff_properties,
 )
 
@@ -448,10 +449,7 @@ def ndpi_metadata(page0: Any, props: dict[str, str]) -> SlideMetadata:
         fields["scanner"] = f"Hamamatsu {model}" + (f" S/N {serial}" if serial else "")
         prov["scanner"] = "tiff tag 272 Model" + (" + NDPI property map NDP.S/N (tag 65449)" if serial else "")
     icc = icc_profile(page0)
-    if icc:
-        fields["icc_profile"] = icc
-        prov["icc_profile"] = "tiff tag 34675 (directory 0)"
-    return SlideMetadata(vendor="hamamatsu", provenance=prov, **fields)
+    return tiff_metadata("hamamatsu", fields, prov, icc, "tiff tag 34675 (directory 0)")
 
 
 # ---- the reader --------------------------------------------------------------------------------

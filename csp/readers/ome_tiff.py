@@ -50,6 +50,7 @@ from csp.readers.tiff_common import (
     icc_profile,
     quiet_tifffile,
     resolution_mpp,
+    tiff_metadata,
     tiff_properties,
     tile_encoding,
 )
@@ -466,10 +467,7 @@ def ome_metadata(root: ET.Element | None, series_name: str, index: int, channels
         fields["channel_names"] = tuple(names)
         prov["channel_names"] = "OME Pixels/Channel@Name (ID when unnamed)"
     icc = icc_profile(page0)
-    if icc:
-        fields["icc_profile"] = icc
-        prov["icc_profile"] = "tiff tag 34675 (level 0)"
-    return SlideMetadata(vendor="ome-tiff", provenance=prov, **fields)
+    return tiff_metadata("ome-tiff", fields, prov, icc)
 
 
 _ASSOCIATED_WORDS = ("label", "macro", "thumbnail", "overview")

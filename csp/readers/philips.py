@@ -46,6 +46,7 @@ from csp.readers.tiff_common import (
     make_level,
     quiet_tifffile,
     read_tag_string,
+    tiff_metadata,
     tiff_properties,
 )
 
@@ -196,10 +197,7 @@ def philips_metadata(properties: dict[str, str], icc: bytes | None) -> SlideMeta
         except (binascii.Error, ValueError, UnicodeDecodeError):
             fields["barcode"] = raw
             provenance["barcode"] = "philips.PIM_DP_UFS_BARCODE"
-    if icc:
-        fields["icc_profile"] = icc
-        provenance["icc_profile"] = "tiff tag 34675 (level 0)"
-    return SlideMetadata(vendor="philips", provenance=provenance, **fields)
+    return tiff_metadata("philips", fields, provenance, icc)
 
 
 def _check_philips(tiff: Any) -> tuple[str, ET.Element]:

@@ -25,7 +25,13 @@ from csp.readers.ome_tiff import (
     parse_xml,
     series_planes,
 )
-from csp.readers.tiff_common import icc_profile, quiet_tifffile, resolution_mpp, tiff_properties
+from csp.readers.tiff_common import (
+    icc_profile,
+    quiet_tifffile,
+    resolution_mpp,
+    tiff_metadata,
+    tiff_properties,
+)
 
 ROOT_TAG = "PerkinElmer-QPI-ImageDescription"
 #: QPI ImageType -> CSP associated image name.
@@ -167,7 +173,4 @@ class QptiffReader(PlaneTiffReader):
             fields["channel_names"] = tuple(n or f"channel {i}" for i, n in enumerate(names))
             prov["channel_names"] = "QPI XML <Name> (+ <Biomarker>) of each level-0 channel page"
         icc = icc_profile(page0)
-        if icc:
-            fields["icc_profile"] = icc
-            prov["icc_profile"] = "tiff tag 34675 (level 0)"
-        return SlideMetadata(vendor="qptiff", provenance=prov, **fields)
+        return tiff_metadata("qptiff", fields, prov, icc)

@@ -229,6 +229,16 @@ def icc_profile(page: Any) -> bytes | None:
 
 
 # ---- encodings and decodability ------------------------------------------------------------------
+def tiff_metadata(vendor: str, fields: dict[str, Any], provenance: dict[str, str], icc: bytes | None,
+                  icc_source: str = "tiff tag 34675 (level 0)") -> SlideMetadata:
+    """The :class:`SlideMetadata` of a TIFF-based reader: the collected ``fields`` and their
+    ``provenance``, plus the ICC profile (when present) read from ``icc_source``."""
+    if icc:
+        fields["icc_profile"] = icc
+        provenance["icc_profile"] = icc_source
+    return SlideMetadata(vendor=vendor, provenance=provenance, **fields)
+
+
 def compression_name(compression: int) -> str:
     """tifffile's name of a compression value, or ``"unknown"``."""
     import tifffile

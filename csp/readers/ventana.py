@@ -42,6 +42,7 @@ from csp.readers.tiff_common import (
     quiet_tifffile,
     read_tag_bytes,
     read_tag_string,
+    tiff_metadata,
     tiff_properties,
 )
 
@@ -180,10 +181,7 @@ def ventana_metadata(properties: dict[str, str], icc: bytes | None) -> SlideMeta
     if parts:
         fields["scanner"] = " ".join(v for _, v in parts)
         provenance["scanner"] = " + ".join(k for k, _ in parts)
-    if icc:
-        fields["icc_profile"] = icc
-        provenance["icc_profile"] = "tiff tag 34675 (level 0)"
-    return SlideMetadata(vendor="ventana", provenance=provenance, **fields)
+    return tiff_metadata("ventana", fields, provenance, icc)
 
 
 class VentanaReader(TiffSlideReader):
