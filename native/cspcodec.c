@@ -273,6 +273,7 @@ typedef struct {
     uint8_t *tok, *ctx0, *ctx1;
     uint32_t *u;
     uint16_t *words;   /* rANS words, filled backwards */
+    int simd;          /* the AVX-512 row kernels of the model analysis may be used */
 } enc_scratch_t;
 
 static inline int32_t sel_pred(const int32_t *pem, const int32_t *cem, const int32_t *pea, const int32_t *cea,
@@ -297,6 +298,9 @@ static inline int32_t grad_pred(int32_t a, int32_t b, int32_t c, int32_t lo, int
     return clamp32(a + b - c, lo, hi);
 }
 
+/* AVX-512 row kernels of the model analysis (run-time dispatch) */
+#include "cspcodec_enc_avx512.c"
+
 /* Absolute-error sums and bit-length costs of every predictor over the whole plane, in one pass; also
  * fills EM/EA/EG (|x - MED|, |x - AVG4|, |x - GRAD|). */
 static void predictor_errors(enc_scratch_t *S, int64_t h, int64_t w, range_t rg, int64_t sads[N_PRED],
@@ -306,11 +310,16 @@ static void predictor_errors(enc_scratch_t *S, int64_t h, int64_t w, range_t rg,
     memset(S->EA, 0, sizeof(int32_t) * (size_t)W2);
     memset(S->EG, 0, sizeof(int32_t) * (size_t)W2);
     int64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0;
+    for (int k = 0; k < N_PRED; k++) sads[k] = costs[k] = 0;
+    const int simd = CSP_X86_AVX512 && S->simd && w < 65536;
     for (int64_t y = 0; y < h; y++) {
         const int32_t *pr = S->P + y * W2, *cr = pr + W2;
         const int32_t *pem = S->EM + y * W2, *pea = S->EA + y * W2, *peg = S->EG + y * W2;
         int32_t *em = S->EM + (y + 1) * W2, *ea = S->EA + (y + 1) * W2, *eg = S->EG + (y + 1) * W2;
         em[0] = em[w + 1] = ea[0] = ea[w + 1] = eg[0] = eg[w + 1] = 0;
+#if CSP_X86_AVX512
+        if (simd) { enc_errors_row(pr, cr, pem, pea, peg, em, ea, eg, w, rg, sads, costs); continue; }
+#endif
         for (int64_t x = 0; x < w; x++) {
             int32_t a = cr[x], b = pr[x + 1], c = pr[x], d = pr[x + 2], v = cr[x + 1];
             int32_t pm = predict(0, a, b, c, d, rg.lo, rg.hi), pa = predict(1, a, b, c, d, rg.lo, rg.hi);
@@ -323,8 +332,8 @@ static void predictor_errors(enc_scratch_t *S, int64_t h, int64_t w, range_t rg,
             c0 += bitlen32(e0); c1 += bitlen32(e1); c2 += bitlen32(e2); c3 += bitlen32(e3); c4 += bitlen32(e4);
         }
     }
-    sads[0] = s0; sads[1] = s1; sads[2] = s2; sads[3] = s3; sads[4] = s4;
-    costs[0] = c0; costs[1] = c1; costs[2] = c2; costs[3] = c3; costs[4] = c4;
+    sads[0] += s0; sads[1] += s1; sads[2] += s2; sads[3] += s3; sads[4] += s4;
+    costs[0] += c0; costs[1] += c1; costs[2] += c2; costs[3] += c3; costs[4] += c4;
 }
 
 static int64_t hist_cost(const uint32_t *hist, int nctx) {
@@ -402,6 +411,8 @@ static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t 
     memset(hist0, 0, sizeof hist0); memset(hist1, 0, sizeof hist1);
     memset(Eout, 0, sizeof(int32_t) * (size_t)W2);
     int64_t i = 0;
+    const int simd = CSP_X86_AVX512 && S->simd && w < 65536;
+    int32_t *prow = simd ? (int32_t *)malloc(sizeof(int32_t) * (size_t)w) : NULL;
     for (int64_t y = 0; y < h; y++) {
         const int32_t *pr = S->P + y * W2, *cr = pr + W2;
         const int32_t *pe = Eout + y * W2;
@@ -410,6 +421,14 @@ static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t 
         const int32_t *pem = S->EM + y * W2, *pea = S->EA + y * W2, *peg = S->EG + y * W2;
         int32_t *cem = S->EM + (y + 1) * W2, *cea = S->EA + (y + 1) * W2, *ceg = S->EG + (y + 1) * W2;
         ce[0] = ce[w + 1] = 0;
+#if CSP_X86_AVX512
+        if (prow) { /* the row's predictor errors are in EM/EA/EG already (predictor_errors) */
+            enc_model_row(kind, pr, cr, pe, ce, xe, pem, cem, pea, cea, peg, ceg, w, rg, ashift, lshift, L, prow,
+                          S->tok + i, S->ctx0 + i, S->ctx1 + i, S->u + i);
+            for (int64_t x = 0; x < w; x++, i++) { hist0[S->ctx0[i] * NTOK + S->tok[i]]++; hist1[S->ctx1[i] * NTOK + S->tok[i]]++; }
+            continue;
+        }
+#endif
         cem[0] = cem[w + 1] = cea[0] = cea[w + 1] = ceg[0] = ceg[w + 1] = 0;
         for (int64_t x = 0; x < w; x++, i++) {
             int32_t a = cr[x], b = pr[x + 1], c = pr[x], d = pr[x + 2];
@@ -445,6 +464,7 @@ static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t 
             hist0[k0 * NTOK + t]++; hist1[k1 * NTOK + t]++;
         }
     }
+    free(prow);
     int mode = hist_cost(hist1, 30) < hist_cost(hist0, 16) ? 1 : 0;
     const uint32_t *hist = mode ? hist1 : hist0;
     int nctx = N_CTX[mode];
@@ -541,7 +561,8 @@ static int choose_xform(const void *src, int bps, int64_t h, int64_t w, int64_t 
     return xform;
 }
 
-int64_t csp_encode(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap) {
+static int64_t csp_encode1(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap,
+                           int simd) {
     int64_t bound = csp_encode_bound(h, w, c, bps);
     if (bound < 0) return CSP_E_ARG;
     const int64_t W2 = w + 2, N = h * w;
@@ -549,6 +570,7 @@ int64_t csp_encode(const void *src, int64_t h, int64_t w, int64_t c, int bps, ui
     int64_t hlen = HEADER_SIZE + PLANE_SIZE * c;
     if (cap < hlen + 4) return CSP_E_OUTSIZE;
     enc_scratch_t S;
+    S.simd = simd;
     const size_t PS = (size_t)((h + 1) * W2);
     S.P = (int32_t *)malloc(sizeof(int32_t) * PS * 6);
     S.E = S.P ? S.P + PS : NULL; S.E0 = S.P ? S.P + 2 * PS : NULL;
@@ -578,6 +600,10 @@ int64_t csp_encode(const void *src, int64_t h, int64_t w, int64_t c, int bps, ui
 done:
     free(S.P); free(S.tok); free(S.u); free(S.words);
     return ret;
+}
+
+int64_t csp_encode(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap) {
+    return csp_encode1(src, h, w, c, bps, dst, cap, csp_cpu_avx512());
 }
 
 /* ------------------------------------------------------------------ decoder */
@@ -972,6 +998,18 @@ int csp_decode_ex(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, i
 done:
     free(P); free(T);
     return rc;
+}
+
+static int64_t csp_encode3_simd(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap,
+                                int simd);
+
+int64_t csp_encode_ex(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap,
+                      int version, int flags) {
+    const int simd = !(flags & CSP_NO_SIMD) && csp_cpu_avx512();
+    if (version == 1) return csp_encode1(src, h, w, c, bps, dst, cap, simd);
+    if (version == 2) return csp_encode2(src, h, w, c, bps, dst, cap);
+    if (version == 3) return csp_encode3_simd(src, h, w, c, bps, dst, cap, simd);
+    return CSP_E_VERSION;
 }
 
 /* bitstream version 2 (shares the helpers above) */

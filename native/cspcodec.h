@@ -42,11 +42,18 @@ int csp_decode_info(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, int64
 /* Decode a stream into dst (h * w * c samples of bps bytes; dst_bytes must match exactly). */
 int csp_decode(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes);
 
-/* csp_decode with flags: CSP_DECODE_NO_SIMD forces the portable scalar path (tests compare both). */
-#define CSP_DECODE_NO_SIMD 1
+/* Flag of csp_encode_ex / csp_decode_ex: use the portable scalar code, not the AVX-512 kernels (tests
+ * compare both; the output is the same). */
+#define CSP_NO_SIMD 1
+
+/* csp_encode (version 1), csp_encode2 or csp_encode3 by version, with flags. */
+int64_t csp_encode_ex(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap,
+                      int version, int flags);
+
+/* csp_decode with flags. */
 int csp_decode_ex(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, int flags);
 
-/* 1 when this CPU runs the AVX-512 decoder of bitstream version 3 (32-lane planes), else 0. */
+/* 1 when this CPU runs the AVX-512 kernels (version 3 decoder for 32-lane planes, model analysis), else 0. */
 int csp_simd_available(void);
 
 #endif

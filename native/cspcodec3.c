@@ -49,12 +49,18 @@ int64_t csp_encode3_bound(int64_t h, int64_t w, int64_t c, int bps) {
 typedef struct { uint16_t freq[MAX_CTX][NTOK], start[MAX_CTX][NTOK]; } v3freq_t;
 
 int64_t csp_encode3(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap) {
+    return csp_encode3_simd(src, h, w, c, bps, dst, cap, csp_cpu_avx512());
+}
+
+static int64_t csp_encode3_simd(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap,
+                                int simd) {
     if (csp_encode3_bound(h, w, c, bps) < 0) return CSP_E_ARG;
     const int64_t W2 = w + 2, N = h * w;
     const int32_t maxv = bps == 1 ? 255 : 65535;
     const int64_t hlen = V3_FIXED + V3_DESC * c;
     if (cap < hlen + 4) return CSP_E_OUTSIZE;
     enc_scratch_t S;
+    S.simd = simd;
     const size_t PS = (size_t)((h + 1) * W2);
     S.P = (int32_t *)malloc(sizeof(int32_t) * PS * 6);
     S.E = S.P ? S.P + PS : NULL; S.E0 = S.P ? S.P + 2 * PS : NULL;
@@ -118,19 +124,25 @@ int64_t csp_encode3(const void *src, int64_t h, int64_t w, int64_t c, int bps, u
                 if (r >= SC.n[k]) continue;
                 const int64_t i = (k + SC.L * r) * w + x;
                 idx[k] = i;
-                int nb = TOK_NB[tk[i]];
-                if (nb) {
-                    uint32_t v = xs[k];
-                    if (v >= (1u << (32 - nb))) { wbuf[--wp] = (uint16_t)v; v >>= 16; }
-                    xs[k] = (v << nb) | (uu[i] & ((1u << nb) - 1));
-                }
+                /* branch-free (the flushes are unpredictable): the word is always written below wp and
+                 * kept by moving wp; nb = 0 never flushes and shifts nothing in */
+                const int nb = TOK_NB[tk[i]];
+                uint32_t v = xs[k];
+                const int flush = (uint64_t)v >= (1ull << (32 - nb));
+                wbuf[wp - 1] = (uint16_t)v;
+                wp -= flush;
+                v = flush ? v >> 16 : v;
+                xs[k] = (uint32_t)(((uint64_t)v << nb) | (uu[i] & ((1u << nb) - 1)));
             }
             for (int64_t k = SC.L - 1; k >= 0; k--) {
                 int64_t i = idx[k];
                 if (i < 0) continue;
                 int s = tk[i], k2 = cx[i];
                 uint32_t f = F->freq[k2][s], v = xs[k];
-                if ((uint64_t)v >= ((uint64_t)f << 21)) { wbuf[--wp] = (uint16_t)v; v >>= 16; }
+                const int flush = (uint64_t)v >= ((uint64_t)f << 21);
+                wbuf[wp - 1] = (uint16_t)v;
+                wp -= flush;
+                v = flush ? v >> 16 : v;
                 xs[k] = ((v / f) << PROB_BITS) + (v % f) + F->start[k2][s];
             }
         }
@@ -318,16 +330,7 @@ static int v3_decode_plane(v3dec_t *D, int simd) {
     return D->err;
 }
 
-static int v3_cpu_has_avx512(void) {
-#if V3_HAVE_AVX512
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi") &&
-           __builtin_cpu_supports("avx512vbmi2");
-#else
-    return 0;
-#endif
-}
+static int v3_cpu_has_avx512(void) { return csp_cpu_avx512(); }
 
 /* Write a three-channel tile from the skew buffers of its planes (P0, P0 + SK, P0 + 2 SK), with the
  * inverse RCT when xform > 0 (checking the result range). */
@@ -370,7 +373,7 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
     const int64_t hlen = V3_FIXED + V3_DESC * c;
     const uint8_t *tab = src + hlen + 4, *lanes = tab + tl;
     int64_t toff = 0;
-    const int simd = !(flags & CSP_DECODE_NO_SIMD) && v3_cpu_has_avx512();
+    const int simd = !(flags & CSP_NO_SIMD) && v3_cpu_has_avx512();
     v3dec_t D;
     memset(&D, 0, sizeof D);
     D.h = h; D.w = w; D.L = SC.L; D.tend = SC.tend; D.n = SC.n; D.T = T; D.Lu = &Lu;

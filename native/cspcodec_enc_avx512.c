@@ -1,0 +1,156 @@
+/* AVX-512 row kernels of the encoder's model analysis (bitstreams 1 and 3 share the model).
+ *
+ * Included by cspcodec.c before the model analysis; compiled with target attributes and used only after
+ * a run-time CPU check (csp_cpu_avx512). At encoding time every pixel is known, so the predictions, their
+ * errors and the per-sample SEL/SEL3 selections of a row have no serial dependency: each kernel runs 16
+ * columns at a time and writes exactly what the scalar code writes (the golden fixtures and the
+ * reference implementation check the bytes).
+ */
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define CSP_X86_AVX512 1
+#include <immintrin.h>
+
+#define ENC_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512cd,avx512vbmi")))
+
+/* 1 when the CPU has what the AVX-512 paths need (F, BW, VL, CD, VBMI, VBMI2). */
+static int csp_cpu_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512cd") &&
+           __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vbmi2");
+}
+
+static inline __mmask16 enc_tail(int64_t x, int64_t w) {
+    return w - x >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (w - x)) - 1);
+}
+
+#define ENC_LD(m, p) _mm512_maskz_loadu_epi32((m), (const void *)(p))
+
+/* Neighbours and the fixed predictions of the 16 columns at x of a padded row pair (pr above, cr). */
+typedef struct { __m512i a, b, c, d, v, pm, pa, pg, p2; } enc_px_t;
+
+ENC_TARGET static inline void enc_predict(enc_px_t *P, const int32_t *pr, const int32_t *cr, int64_t x, __mmask16 m,
+                                          __m512i lo, __m512i hi) {
+    P->a = ENC_LD(m, cr + x); P->b = ENC_LD(m, pr + x + 1); P->c = ENC_LD(m, pr + x); P->d = ENC_LD(m, pr + x + 2);
+    P->v = ENC_LD(m, cr + x + 1);
+    const __m512i mx = _mm512_max_epi32(P->a, P->b), mn = _mm512_min_epi32(P->a, P->b);
+    const __m512i abc = _mm512_sub_epi32(_mm512_add_epi32(P->a, P->b), P->c);
+    P->pm = _mm512_max_epi32(mn, _mm512_min_epi32(mx, abc)); /* MED = median(a, b, a + b - c) */
+    __m512i s4 = _mm512_sub_epi32(_mm512_slli_epi32(_mm512_add_epi32(P->a, P->b), 1), P->c);
+    s4 = _mm512_srai_epi32(_mm512_add_epi32(s4, _mm512_add_epi32(P->d, _mm512_set1_epi32(2))), 2);
+    P->pa = _mm512_min_epi32(_mm512_max_epi32(s4, lo), hi);
+    P->pg = _mm512_min_epi32(_mm512_max_epi32(abc, lo), hi);
+    P->p2 = _mm512_srai_epi32(_mm512_add_epi32(_mm512_add_epi32(P->a, P->b), _mm512_set1_epi32(1)), 1);
+}
+
+ENC_TARGET static inline __m512i enc_bitlen(__m512i v) { return _mm512_sub_epi32(_mm512_set1_epi32(32), _mm512_lzcnt_epi32(v)); }
+
+/* 2 err(left) + 2 err(above) + err(above-left) + err(above-right) of the 16 columns at x (padded rows). */
+ENC_TARGET static inline __m512i enc_score(const int32_t *pe, const int32_t *ce, int64_t x, __mmask16 m) {
+    const __m512i two = _mm512_add_epi32(ENC_LD(m, ce + x), ENC_LD(m, pe + x + 1));
+    return _mm512_add_epi32(_mm512_slli_epi32(two, 1), _mm512_add_epi32(ENC_LD(m, pe + x), ENC_LD(m, pe + x + 2)));
+}
+
+/* predictor_errors for one row: fills the row's |x - MED|, |x - AVG4|, |x - GRAD| (em, ea, eg, padded)
+ * and adds each predictor's absolute errors and bit lengths to sads/costs. */
+ENC_TARGET static void enc_errors_row(const int32_t *pr, const int32_t *cr, const int32_t *pem, const int32_t *pea,
+                                      const int32_t *peg, int32_t *em, int32_t *ea, int32_t *eg, int64_t w, range_t rg,
+                                      int64_t sads[N_PRED], int64_t costs[N_PRED]) {
+    const __m512i lo = _mm512_set1_epi32(rg.lo), hi = _mm512_set1_epi32(rg.hi);
+    __m512i S[N_PRED], C[N_PRED];
+    for (int k = 0; k < N_PRED; k++) { S[k] = _mm512_setzero_si512(); C[k] = _mm512_setzero_si512(); }
+    for (int64_t x = 0; x < w; x += 16) { /* fixed predictors; this row's errors */
+        const __mmask16 m = enc_tail(x, w);
+        enc_px_t P;
+        enc_predict(&P, pr, cr, x, m, lo, hi);
+        const __m512i e0 = _mm512_abs_epi32(_mm512_sub_epi32(P.v, P.pm)), e1 = _mm512_abs_epi32(_mm512_sub_epi32(P.v, P.pa));
+        const __m512i e2 = _mm512_abs_epi32(_mm512_sub_epi32(P.v, P.p2)), eG = _mm512_abs_epi32(_mm512_sub_epi32(P.v, P.pg));
+        _mm512_mask_storeu_epi32((void *)(em + x + 1), m, e0);
+        _mm512_mask_storeu_epi32((void *)(ea + x + 1), m, e1);
+        _mm512_mask_storeu_epi32((void *)(eg + x + 1), m, eG);
+        S[0] = _mm512_mask_add_epi32(S[0], m, S[0], e0); C[0] = _mm512_mask_add_epi32(C[0], m, C[0], enc_bitlen(e0));
+        S[1] = _mm512_mask_add_epi32(S[1], m, S[1], e1); C[1] = _mm512_mask_add_epi32(C[1], m, C[1], enc_bitlen(e1));
+        S[2] = _mm512_mask_add_epi32(S[2], m, S[2], e2); C[2] = _mm512_mask_add_epi32(C[2], m, C[2], enc_bitlen(e2));
+    }
+    for (int64_t x = 0; x < w; x += 16) { /* SEL and SEL3 from the errors of this row and the row above */
+        const __mmask16 m = enc_tail(x, w);
+        enc_px_t P;
+        enc_predict(&P, pr, cr, x, m, lo, hi);
+        const __m512i sm = enc_score(pem, em, x, m), sa = enc_score(pea, ea, x, m), sg = enc_score(peg, eg, x, m);
+        const __m512i p3 = _mm512_mask_mov_epi32(P.pa, _mm512_cmple_epi32_mask(sm, sa), P.pm);
+        const __m512i p4 = _mm512_mask_mov_epi32(p3, _mm512_cmplt_epi32_mask(sg, _mm512_min_epi32(sm, sa)), P.pg);
+        const __m512i e3 = _mm512_abs_epi32(_mm512_sub_epi32(P.v, p3)), e4 = _mm512_abs_epi32(_mm512_sub_epi32(P.v, p4));
+        S[3] = _mm512_mask_add_epi32(S[3], m, S[3], e3); C[3] = _mm512_mask_add_epi32(C[3], m, C[3], enc_bitlen(e3));
+        S[4] = _mm512_mask_add_epi32(S[4], m, S[4], e4); C[4] = _mm512_mask_add_epi32(C[4], m, C[4], enc_bitlen(e4));
+    }
+    for (int k = 0; k < N_PRED; k++) { /* lanes hold at most w / 16 * 2^19 < 2^31 (w < 2^16, checked) */
+        sads[k] += _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(S[k])),
+                                                            _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(S[k], 1))));
+        costs[k] += _mm512_reduce_add_epi32(C[k]);
+    }
+}
+
+/* The main model pass of one row for predictor kind: residual magnitudes (ce, padded), and per sample the
+ * token, both contexts and the residual code u (tok, ctx0, ctx1, u at the row's sample index). em/ea/eg
+ * hold the row's predictor errors already (enc_errors_row). */
+ENC_TARGET static void enc_model_row(int kind, const int32_t *pr, const int32_t *cr, const int32_t *pe, int32_t *ce,
+                                     const int32_t *xe, const int32_t *pem, const int32_t *cem, const int32_t *pea,
+                                     const int32_t *cea, const int32_t *peg, const int32_t *ceg, int64_t w, range_t rg,
+                                     int ashift, int lshift, const luts_t *L, int32_t *prow, uint8_t *tok, uint8_t *ctx0,
+                                     uint8_t *ctx1, uint32_t *u) {
+    const __m512i lo = _mm512_set1_epi32(rg.lo), hi = _mm512_set1_epi32(rg.hi);
+    const __m512i three = _mm512_set1_epi32(3), c16 = _mm512_set1_epi32(16);
+    for (int64_t x = 0; x < w; x += 16) { /* prediction, residual, token */
+        const __mmask16 m = enc_tail(x, w);
+        enc_px_t P;
+        enc_predict(&P, pr, cr, x, m, lo, hi);
+        __m512i p;
+        if (kind == 0) p = P.pm;
+        else if (kind == 1) p = P.pa;
+        else if (kind == 2) p = P.p2;
+        else {
+            const __m512i sm = enc_score(pem, cem, x, m), sa = enc_score(pea, cea, x, m);
+            p = _mm512_mask_mov_epi32(P.pa, _mm512_cmple_epi32_mask(sm, sa), P.pm);
+            if (kind == PRED_SEL3) {
+                const __m512i sg = enc_score(peg, ceg, x, m);
+                p = _mm512_mask_mov_epi32(p, _mm512_cmplt_epi32_mask(sg, _mm512_min_epi32(sm, sa)), P.pg);
+            }
+        }
+        const __m512i e = _mm512_sub_epi32(P.v, p);
+        const __m512i uu = _mm512_xor_si512(_mm512_slli_epi32(e, 1), _mm512_srai_epi32(e, 31)); /* zigzag */
+        /* u < 16: u; else 16 + 4 (n - 4) + ((u >> (n - 2)) & 3), n = bit length - 1 */
+        const __m512i n = _mm512_sub_epi32(_mm512_set1_epi32(31), _mm512_lzcnt_epi32(uu));
+        __m512i t = _mm512_add_epi32(_mm512_add_epi32(c16, _mm512_slli_epi32(_mm512_sub_epi32(n, _mm512_set1_epi32(4)), 2)),
+                                     _mm512_and_si512(_mm512_srlv_epi32(uu, _mm512_sub_epi32(n, _mm512_set1_epi32(2))), three));
+        t = _mm512_mask_mov_epi32(t, _mm512_cmplt_epu32_mask(uu, c16), uu);
+        _mm512_mask_storeu_epi32((void *)(ce + x + 1), m, _mm512_abs_epi32(e));
+        _mm512_mask_storeu_epi32((void *)(prow + x), m, p);
+        _mm512_mask_storeu_epi32((void *)(u + x), m, uu);
+        _mm_mask_storeu_epi8((void *)(tok + x), m, _mm512_cvtepi32_epi8(t));
+    }
+    uint8_t t_act0[64], t_act1[64], t_lvl[64];
+    for (int i = 0; i < 64; i++) { t_act0[i] = L->act0[i]; t_act1[i] = L->act1[i]; t_lvl[i] = L->lvl[i & 31]; }
+    const __m512i T0 = _mm512_loadu_si512(t_act0), T1 = _mm512_loadu_si512(t_act1), TL = _mm512_loadu_si512(t_lvl);
+    const __m128i sh = _mm_cvtsi32_si128(1 + ashift), shl = _mm_cvtsi32_si128(lshift);
+    for (int64_t x = 0; x < w; x += 16) { /* contexts (need the left residual: the row's ce is complete) */
+        const __mmask16 m = enc_tail(x, w);
+        const __m512i a = ENC_LD(m, cr + x), b = ENC_LD(m, pr + x + 1), c = ENC_LD(m, pr + x), d = ENC_LD(m, pr + x + 2);
+        __m512i act = _mm512_add_epi32(_mm512_abs_epi32(_mm512_sub_epi32(a, c)), _mm512_abs_epi32(_mm512_sub_epi32(b, c)));
+        act = _mm512_add_epi32(act, _mm512_abs_epi32(_mm512_sub_epi32(b, d)));
+        act = _mm512_add_epi32(act, _mm512_add_epi32(ENC_LD(m, pe + x + 1), _mm512_add_epi32(ENC_LD(m, pe + x), ENC_LD(m, pe + x + 2))));
+        act = _mm512_add_epi32(act, _mm512_slli_epi32(ENC_LD(m, ce + x), 1));
+        if (xe) act = _mm512_add_epi32(act, _mm512_slli_epi32(ENC_LD(m, xe + x + 1), 1));
+        act = _mm512_min_epu32(_mm512_srl_epi32(act, sh), _mm512_set1_epi32(63)); /* the tables are flat from 40 */
+        const __m512i p = ENC_LD(m, prow + x);
+        const __m512i lv = _mm512_min_epi32(_mm512_srl_epi32(_mm512_max_epi32(p, _mm512_setzero_si512()), shl),
+                                            _mm512_set1_epi32(31));
+        const __m512i k0 = _mm512_permutexvar_epi8(act, T0);
+        const __m512i k1 = _mm512_add_epi32(_mm512_permutexvar_epi8(act, T1), _mm512_permutexvar_epi8(lv, TL));
+        _mm_mask_storeu_epi8((void *)(ctx0 + x), m, _mm512_cvtepi32_epi8(k0));
+        _mm_mask_storeu_epi8((void *)(ctx1 + x), m, _mm512_cvtepi32_epi8(k1));
+    }
+}
+#else
+#define CSP_X86_AVX512 0
+static int csp_cpu_avx512(void) { return 0; }
+#endif
