@@ -228,11 +228,19 @@ static void fill_plane(const void *src, int bps, int64_t h, int64_t w, int64_t c
 
 static inline int bitlen32(int32_t v) { return v ? 32 - __builtin_clz((uint32_t)v) : 0; }
 
+/* AVX-512 row kernels of the model analysis (run-time dispatch) */
+#include "cspcodec_enc_avx512.c"
+
 /* Sum of bit_length(|x - MED|) over the selection rows (colour transform choice). */
-static int64_t med_cost(const int32_t *P, int64_t h, int64_t w, range_t rg) {
+static int64_t med_cost(const int32_t *P, int64_t h, int64_t w, range_t rg, int simd) {
     int64_t W2 = w + 2, s = 0;
     for (int64_t y = (h > 1 ? 1 : 0); y < h; y += 4) {
         const int32_t *pr = P + y * W2, *cr = pr + W2;
+#if CSP_X86_AVX512
+        if (simd && w < 65536) { s += enc_med_cost_row(pr, cr, w); continue; }
+#else
+        (void)simd;
+#endif
         for (int64_t x = 0; x < w; x++)
             s += bitlen32(iabs32(cr[x + 1] - predict(0, cr[x], pr[x + 1], pr[x], pr[x + 2], rg.lo, rg.hi)));
     }
@@ -297,9 +305,6 @@ static inline int32_t sel3_pred(const int32_t *pem, const int32_t *cem, const in
 static inline int32_t grad_pred(int32_t a, int32_t b, int32_t c, int32_t lo, int32_t hi) {
     return clamp32(a + b - c, lo, hi);
 }
-
-/* AVX-512 row kernels of the model analysis (run-time dispatch) */
-#include "cspcodec_enc_avx512.c"
 
 /* Absolute-error sums and bit-length costs of every predictor over the whole plane, in one pass; also
  * fills EM/EA/EG (|x - MED|, |x - AVG4|, |x - GRAD|). */
@@ -539,22 +544,22 @@ static int64_t encode_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_
 
 /* Colour transform of a tile (§2): none or RCT k = 0..4 by the MED cost of the selection rows; P is
  * a padded plane scratch buffer. */
-static int choose_xform(const void *src, int bps, int64_t h, int64_t w, int64_t c, int32_t maxv, int32_t *P) {
+static int choose_xform(const void *src, int bps, int64_t h, int64_t w, int64_t c, int32_t maxv, int32_t *P, int simd) {
     int xform = 0;
     if (c == 3) {
         /* none, then RCT with k = 0..4; Y and U are the same for every k */
         int64_t cost[N_XFORM] = {0}, yu = 0;
         for (int pl = 0; pl < 3; pl++) {
             fill_plane(src, bps, h, w, c, 0, pl, P, 1);
-            cost[0] += med_cost(P, h, w, plane_range(0, pl, maxv));
+            cost[0] += med_cost(P, h, w, plane_range(0, pl, maxv), simd);
         }
         for (int pl = 0; pl < 2; pl++) {
             fill_plane(src, bps, h, w, c, 1, pl, P, 1);
-            yu += med_cost(P, h, w, plane_range(1, pl, maxv));
+            yu += med_cost(P, h, w, plane_range(1, pl, maxv), simd);
         }
         for (int xf = 1; xf < N_XFORM; xf++) {
             fill_plane(src, bps, h, w, c, xf, 2, P, 1);
-            cost[xf] = yu + med_cost(P, h, w, plane_range(xf, 2, maxv));
+            cost[xf] = yu + med_cost(P, h, w, plane_range(xf, 2, maxv), simd);
         }
         for (int xf = 1; xf < N_XFORM; xf++) if (cost[xf] < cost[xform]) xform = xf;
     }
@@ -582,7 +587,7 @@ static int64_t csp_encode1(const void *src, int64_t h, int64_t w, int64_t c, int
     if (!S.P || !S.tok || !S.u || !S.words) { ret = CSP_E_NOMEM; goto done; }
     S.ctx0 = S.tok + N; S.ctx1 = S.tok + 2 * N;
     luts_t L; make_luts(&L);
-    int xform = choose_xform(src, bps, h, w, c, maxv, S.P);
+    int xform = choose_xform(src, bps, h, w, c, maxv, S.P, simd);
     memcpy(dst, MAGIC, 4);
     dst[4] = 1; dst[5] = (uint8_t)bps; dst[6] = (uint8_t)xform; dst[7] = 0;
     wr32(dst + 8, (uint32_t)h); wr32(dst + 12, (uint32_t)w); wr16(dst + 16, (uint32_t)c); wr16(dst + 18, 0);

@@ -186,7 +186,7 @@ int64_t csp_encode2(const void *src, int64_t h, int64_t w, int64_t c, int bps, u
     if (!S.P || !S.tok || !S.words) { ret = CSP_E_NOMEM; goto done; }
     S.R = S.P + PS; S.R0 = S.R + N; S.ab = S.R0 + N; S.ctx = S.tok + N; S.raw = S.ctx + N;
     luts_t L; make_luts(&L);
-    int xform = choose_xform(src, bps, h, w, c, maxv, S.P);
+    int xform = choose_xform(src, bps, h, w, c, maxv, S.P, csp_cpu_avx512());
     memcpy(dst, MAGIC, 4);
     dst[4] = 2; dst[5] = (uint8_t)bps; dst[6] = (uint8_t)xform; dst[7] = 0;
     wr32(dst + 8, (uint32_t)h); wr32(dst + 12, (uint32_t)w); wr16(dst + 16, (uint32_t)c); wr16(dst + 18, 0);

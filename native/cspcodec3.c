@@ -75,7 +75,7 @@ static int64_t csp_encode3_simd(const void *src, int64_t h, int64_t w, int64_t c
     int64_t ret = 0;
     if (!S.P || !tokA || !uA || !modes || !FQ || !M || !wbuf) { ret = CSP_E_NOMEM; goto done; }
     luts_t L; make_luts(&L);
-    int xform = choose_xform(src, bps, h, w, c, maxv, S.P);
+    int xform = choose_xform(src, bps, h, w, c, maxv, S.P, simd);
     memcpy(dst, MAGIC, 4);
     dst[4] = 3; dst[5] = (uint8_t)bps; dst[6] = (uint8_t)xform; dst[7] = 0;
     wr32(dst + 8, (uint32_t)h); wr32(dst + 12, (uint32_t)w); wr16(dst + 16, (uint32_t)c); wr16(dst + 18, 0);

@@ -51,6 +51,19 @@ ENC_TARGET static inline __m512i enc_score(const int32_t *pe, const int32_t *ce,
     return _mm512_add_epi32(_mm512_slli_epi32(two, 1), _mm512_add_epi32(ENC_LD(m, pe + x), ENC_LD(m, pe + x + 2)));
 }
 
+/* med_cost of one row: the sum of bit_length(|x - MED|). MED needs no range (a median of a, b, a+b-c). */
+ENC_TARGET static int64_t enc_med_cost_row(const int32_t *pr, const int32_t *cr, int64_t w) {
+    __m512i C = _mm512_setzero_si512();
+    for (int64_t x = 0; x < w; x += 16) {
+        const __mmask16 m = enc_tail(x, w);
+        const __m512i a = ENC_LD(m, cr + x), b = ENC_LD(m, pr + x + 1), c = ENC_LD(m, pr + x), v = ENC_LD(m, cr + x + 1);
+        const __m512i mx = _mm512_max_epi32(a, b), mn = _mm512_min_epi32(a, b);
+        const __m512i pm = _mm512_max_epi32(mn, _mm512_min_epi32(mx, _mm512_sub_epi32(_mm512_add_epi32(a, b), c)));
+        C = _mm512_mask_add_epi32(C, m, C, enc_bitlen(_mm512_abs_epi32(_mm512_sub_epi32(v, pm))));
+    }
+    return _mm512_reduce_add_epi32(C);
+}
+
 /* predictor_errors for one row: fills the row's |x - MED|, |x - AVG4|, |x - GRAD| (em, ea, eg, padded)
  * and adds each predictor's absolute errors and bit lengths to sads/costs. */
 ENC_TARGET static void enc_errors_row(const int32_t *pr, const int32_t *cr, const int32_t *pem, const int32_t *pea,
