@@ -48,6 +48,11 @@ int64_t csp_encode3_bound(int64_t h, int64_t w, int64_t c, int bps) {
 /* The chosen context table of one plane in the compact form the emitter needs. */
 typedef struct { uint16_t freq[MAX_CTX][NTOK], start[MAX_CTX][NTOK]; } v3freq_t;
 
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+static int64_t v3_avx512_emit_plane(const v3sched_t *SC, int64_t w, const uint8_t *tk, const uint8_t *cx,
+                                    const uint32_t *uu, const uint32_t *fs, uint32_t *xs, uint16_t *wbuf, int64_t wp);
+#endif
+
 int64_t csp_encode3(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap) {
     return csp_encode3_simd(src, h, w, c, bps, dst, cap, csp_cpu_avx512());
 }
@@ -65,7 +70,7 @@ static int64_t csp_encode3_simd(const void *src, int64_t h, int64_t w, int64_t c
     S.P = (int32_t *)malloc(sizeof(int32_t) * PS * 6);
     S.E = S.P ? S.P + PS : NULL; S.E0 = S.P ? S.P + 2 * PS : NULL;
     S.EM = S.P ? S.P + 3 * PS : NULL; S.EA = S.P ? S.P + 4 * PS : NULL; S.EG = S.P ? S.P + 5 * PS : NULL;
-    uint8_t *tokA = (uint8_t *)malloc((size_t)(N * c) * 3);      /* token, context mode 0, mode 1 */
+    uint8_t *tokA = (uint8_t *)malloc((size_t)(N * c) * 3 + 4);  /* token, context mode 0, mode 1 (+ gather slack) */
     uint32_t *uA = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)(N * c));
     uint8_t *modes = (uint8_t *)malloc((size_t)c);
     v3freq_t *FQ = (v3freq_t *)malloc(sizeof(v3freq_t) * (size_t)c);
@@ -108,6 +113,15 @@ static int64_t csp_encode3_simd(const void *src, int64_t h, int64_t w, int64_t c
         const uint8_t *tk = tokA + pl * N, *cx = tokA + (modes[pl] ? 2 : 1) * N * c + pl * N;
         const uint32_t *uu = uA + pl * N;
         const v3freq_t *F = &FQ[pl];
+#if CSP_X86_AVX512
+        if (simd && SC.L == V3_LANES) {
+            uint32_t fs[MAX_CTX * NTOK];
+            for (int k = 0; k < MAX_CTX; k++)
+                for (int q = 0; q < NTOK; q++) fs[k * NTOK + q] = F->freq[k][q] | ((uint32_t)F->start[k][q] << 16);
+            wp = v3_avx512_emit_plane(&SC, w, tk, cx, uu, fs, xs, wbuf, wp);
+            continue;
+        }
+#endif
         /* lane positions at the last step, then walked backwards one step at a time */
         int64_t lr[V3_LANES], lx[V3_LANES];
         for (int64_t k = 0; k < SC.L; k++) {

@@ -417,3 +417,86 @@ V3_TARGET static int v3_avx512_output3_u8(const int32_t *P0, int64_t SK, const i
     }
     return bad ? CSP_E_RANGE : CSP_OK;
 }
+
+/* The rANS pass of one plane of 32 lanes, backwards (the encoder's side of v3_avx512_kernel): steps from
+ * the last down, in each step phase B (raw bits) then phase A (tokens), each phase pushing the words of
+ * lanes 31..16 then 15..0 (a compress-store per vector: ascending lanes at ascending addresses below wp,
+ * as the scalar pass leaves them). Per lane the sample index is walked backwards; tokens, contexts and
+ * residual codes are gathered (tk/cx: bytes, readable 3 bytes past the end). x / f is computed in float
+ * (quotient below 2^21, off by at most one) and corrected exactly. Returns the new wp. */
+V3_TARGET static int64_t v3_avx512_emit_plane(const v3sched_t *SC, int64_t w, const uint8_t *tk, const uint8_t *cx,
+                                              const uint32_t *uu, const uint32_t *fs, uint32_t *xs, uint16_t *wbuf,
+                                              int64_t wp) {
+    uint8_t t_nb[128];
+    for (int s = 0; s < 128; s++) t_nb[s] = s < NTOK ? TOK_NB[s] : 0;
+    const __m512i T_nb0 = _mm512_loadu_si512(t_nb), T_nb1 = _mm512_loadu_si512(t_nb + 64);
+    const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1), ff = _mm512_set1_epi32(0xFF);
+    const __m512i ffff = _mm512_set1_epi32(0xFFFF), c32 = _mm512_set1_epi32(32), ntok = _mm512_set1_epi32(NTOK);
+    const __m512i wv = _mm512_set1_epi32((int)w), w1 = _mm512_set1_epi32((int)(w - 1));
+    const __m512i wrap = _mm512_set1_epi32((int)(1 + (V3_LANES - 1) * w));
+    __m512i X[2], Q[2], NW[2], COL[2], IDX[2];
+    for (int h = 0; h < 2; h++) {
+        int32_t q[16], nw[16], col[16], idx[16];
+        for (int i = 0; i < 16; i++) {
+            const int64_t k = 16 * h + i, q0 = SC->tend - 1 - 2 * k;
+            const int64_t r = q0 >= 0 ? q0 / w : 0, x = q0 >= 0 ? q0 - r * w : 0;
+            q[i] = (int32_t)q0; nw[i] = (int32_t)(SC->n[k] * w); col[i] = (int32_t)x;
+            idx[i] = (int32_t)((k + V3_LANES * r) * w + x);
+        }
+        X[h] = _mm512_loadu_si512(xs + 16 * h); Q[h] = _mm512_loadu_si512(q); NW[h] = _mm512_loadu_si512(nw);
+        COL[h] = _mm512_loadu_si512(col); IDX[h] = _mm512_loadu_si512(idx);
+    }
+    for (int64_t t = SC->tend - 1; t >= 0; t--) {
+        __mmask16 on[2];
+        __m512i tok[2], u[2], fsv[2];
+        for (int h = 0; h < 2; h++) {
+            on[h] = _mm512_cmpge_epi32_mask(Q[h], zero) & _mm512_cmplt_epi32_mask(Q[h], NW[h]);
+            tok[h] = _mm512_and_si512(_mm512_mask_i32gather_epi32(zero, on[h], IDX[h], (const int *)tk, 1), ff);
+            const __m512i ctx = _mm512_and_si512(_mm512_mask_i32gather_epi32(zero, on[h], IDX[h], (const int *)cx, 1), ff);
+            u[h] = _mm512_mask_i32gather_epi32(zero, on[h], IDX[h], (const int *)uu, 4);
+            fsv[h] = _mm512_mask_i32gather_epi32(zero, on[h], _mm512_add_epi32(_mm512_mullo_epi32(ctx, ntok), tok[h]),
+                                                 (const int *)fs, 4);
+        }
+        for (int h = 1; h >= 0; h--) { /* phase B: raw bits */
+            const __m512i nb = _mm512_permutex2var_epi8(T_nb0, tok[h], T_nb1);
+            __m512i v = X[h];
+            const __mmask16 fl = _mm512_mask_cmpge_epu32_mask(on[h] & _mm512_cmpneq_epi32_mask(nb, zero), v,
+                                                             _mm512_sllv_epi32(one, _mm512_sub_epi32(c32, nb)));
+            const int n = _mm_popcnt_u32((unsigned)fl);
+            _mm256_mask_compressstoreu_epi16((void *)(wbuf + wp - n), fl, _mm512_cvtepi32_epi16(v));
+            wp -= n;
+            v = _mm512_mask_srli_epi32(v, fl, v, 16);
+            v = _mm512_or_si512(_mm512_sllv_epi32(v, nb),
+                                _mm512_and_si512(u[h], _mm512_sub_epi32(_mm512_sllv_epi32(one, nb), one)));
+            X[h] = _mm512_mask_mov_epi32(X[h], on[h], v);
+        }
+        for (int h = 1; h >= 0; h--) { /* phase A: tokens */
+            const __m512i f = _mm512_and_si512(fsv[h], ffff), start = _mm512_srli_epi32(fsv[h], 16);
+            __m512i v = X[h];
+            const __mmask16 fl = _mm512_mask_cmpge_epu32_mask(on[h], _mm512_srli_epi32(v, 21), f); /* v >= f << 21 */
+            const int n = _mm_popcnt_u32((unsigned)fl);
+            _mm256_mask_compressstoreu_epi16((void *)(wbuf + wp - n), fl, _mm512_cvtepi32_epi16(v));
+            wp -= n;
+            v = _mm512_mask_srli_epi32(v, fl, v, 16);
+            const __m512i fsafe = _mm512_max_epi32(f, one); /* idle lanes: f = 0 */
+            __m512i q = _mm512_cvttps_epu32(_mm512_div_ps(_mm512_cvtepu32_ps(v), _mm512_cvtepi32_ps(fsafe)));
+            __m512i r = _mm512_sub_epi32(v, _mm512_mullo_epi32(q, fsafe));
+            const __mmask16 neg = _mm512_cmplt_epi32_mask(r, zero);
+            q = _mm512_mask_sub_epi32(q, neg, q, one); r = _mm512_mask_add_epi32(r, neg, r, fsafe);
+            const __mmask16 big = _mm512_cmpge_epi32_mask(r, fsafe);
+            q = _mm512_mask_add_epi32(q, big, q, one); r = _mm512_mask_sub_epi32(r, big, r, fsafe);
+            v = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32(q, PROB_BITS), r), start);
+            X[h] = _mm512_mask_mov_epi32(X[h], on[h], v);
+        }
+        for (int h = 0; h < 2; h++) { /* one sample back: the previous column, or the end of the row above */
+            Q[h] = _mm512_sub_epi32(Q[h], one);
+            const __mmask16 w0 = _mm512_cmpeq_epi32_mask(COL[h], zero);
+            IDX[h] = _mm512_mask_sub_epi32(_mm512_sub_epi32(IDX[h], one), w0, IDX[h], wrap);
+            COL[h] = _mm512_mask_mov_epi32(_mm512_sub_epi32(COL[h], one), w0, w1);
+        }
+    }
+    (void)wv;
+    _mm512_storeu_si512((void *)xs, X[0]);
+    _mm512_storeu_si512((void *)(xs + 16), X[1]);
+    return wp;
+}
