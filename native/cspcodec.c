@@ -193,13 +193,27 @@ static inline int32_t plane_sample(const void *src, int bps, int64_t w, int64_t 
 static inline int sel_row(int64_t y, int64_t h) { return (h > 1 ? y >= 1 && ((y - 1) & 3) == 0 : y == 0); }
 static inline int sel_needed(int64_t y, int64_t h) { return sel_row(y, h) || (y + 1 < h && sel_row(y + 1, h)); }
 
+/* AVX-512 row kernels of the model analysis (run-time dispatch) */
+#include "cspcodec_enc_avx512.c"
+
 /* Fill padded plane buffer P ((h+1) x (w+2)) of channel/plane `pl` of src under xform (only the rows
  * the selection-row statistics need when sel_only). */
 static void fill_plane(const void *src, int bps, int64_t h, int64_t w, int64_t c, int xform, int pl, int32_t *P,
-                       int sel_only) {
+                       int sel_only, int simd) {
     int64_t W2 = w + 2;
     memset(P, 0, sizeof(int32_t) * (size_t)W2);
     for (int64_t y = 0; y < h; y++) {
+#if CSP_X86_AVX512
+        if (simd && c == 3 && w < 65536 && (!sel_only || sel_needed(y, h))) {
+            int32_t *row = P + (y + 1) * W2;
+            enc_fill_row_rgb((const uint8_t *)src + y * w * 3 * bps, bps, w, xform, pl, row + 1);
+            row[0] = y > 0 ? plane_sample(src, bps, w, c, xform, pl, y - 1, 0) : 0; /* row y-1 may be unfilled */
+            row[w + 1] = row[w];
+            continue;
+        }
+#else
+        (void)simd;
+#endif
         if (sel_only) {
             if (!sel_needed(y, h)) continue;
             int32_t *row = P + (y + 1) * W2;
@@ -227,9 +241,6 @@ static void fill_plane(const void *src, int bps, int64_t h, int64_t w, int64_t c
 }
 
 static inline int bitlen32(int32_t v) { return v ? 32 - __builtin_clz((uint32_t)v) : 0; }
-
-/* AVX-512 row kernels of the model analysis (run-time dispatch) */
-#include "cspcodec_enc_avx512.c"
 
 /* Sum of bit_length(|x - MED|) over the selection rows (colour transform choice). */
 static int64_t med_cost(const int32_t *P, int64_t h, int64_t w, range_t rg, int simd) {
@@ -412,8 +423,9 @@ static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t 
         ashift = bitlen64((uint64_t)(sads[kind] / cnt)) - 3; if (ashift < 0) ashift = 0;
         lshift = bitlen64((uint64_t)(asum / cnt)) - 5; if (lshift < 0) lshift = 0;
     }
-    uint32_t hist0[16 * NTOK], hist1[30 * NTOK];
+    uint32_t hist0[16 * NTOK], hist1[30 * NTOK], hist0b[16 * NTOK], hist1b[30 * NTOK]; /* b: odd columns */
     memset(hist0, 0, sizeof hist0); memset(hist1, 0, sizeof hist1);
+    memset(hist0b, 0, sizeof hist0b); memset(hist1b, 0, sizeof hist1b);
     memset(Eout, 0, sizeof(int32_t) * (size_t)W2);
     int64_t i = 0;
     const int simd = CSP_X86_AVX512 && S->simd && w < 65536;
@@ -430,7 +442,15 @@ static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t 
         if (prow) { /* the row's predictor errors are in EM/EA/EG already (predictor_errors) */
             enc_model_row(kind, pr, cr, pe, ce, xe, pem, cem, pea, cea, peg, ceg, w, rg, ashift, lshift, L, prow,
                           S->tok + i, S->ctx0 + i, S->ctx1 + i, S->u + i);
-            for (int64_t x = 0; x < w; x++, i++) { hist0[S->ctx0[i] * NTOK + S->tok[i]]++; hist1[S->ctx1[i] * NTOK + S->tok[i]]++; }
+            /* two histogram copies (even and odd columns) halve the chains of dependent increments */
+            const uint8_t *tk = S->tok + i, *k0 = S->ctx0 + i, *k1 = S->ctx1 + i;
+            int64_t x = 0;
+            for (; x + 1 < w; x += 2) {
+                hist0[k0[x] * NTOK + tk[x]]++; hist1[k1[x] * NTOK + tk[x]]++;
+                hist0b[k0[x + 1] * NTOK + tk[x + 1]]++; hist1b[k1[x + 1] * NTOK + tk[x + 1]]++;
+            }
+            if (x < w) { hist0[k0[x] * NTOK + tk[x]]++; hist1[k1[x] * NTOK + tk[x]]++; }
+            i += w;
             continue;
         }
 #endif
@@ -470,6 +490,8 @@ static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t 
         }
     }
     free(prow);
+    for (int k = 0; k < 16 * NTOK; k++) hist0[k] += hist0b[k];
+    for (int k = 0; k < 30 * NTOK; k++) hist1[k] += hist1b[k];
     int mode = hist_cost(hist1, 30) < hist_cost(hist0, 16) ? 1 : 0;
     const uint32_t *hist = mode ? hist1 : hist0;
     int nctx = N_CTX[mode];
@@ -550,15 +572,15 @@ static int choose_xform(const void *src, int bps, int64_t h, int64_t w, int64_t 
         /* none, then RCT with k = 0..4; Y and U are the same for every k */
         int64_t cost[N_XFORM] = {0}, yu = 0;
         for (int pl = 0; pl < 3; pl++) {
-            fill_plane(src, bps, h, w, c, 0, pl, P, 1);
+            fill_plane(src, bps, h, w, c, 0, pl, P, 1, simd);
             cost[0] += med_cost(P, h, w, plane_range(0, pl, maxv), simd);
         }
         for (int pl = 0; pl < 2; pl++) {
-            fill_plane(src, bps, h, w, c, 1, pl, P, 1);
+            fill_plane(src, bps, h, w, c, 1, pl, P, 1, simd);
             yu += med_cost(P, h, w, plane_range(1, pl, maxv), simd);
         }
         for (int xf = 1; xf < N_XFORM; xf++) {
-            fill_plane(src, bps, h, w, c, xf, 2, P, 1);
+            fill_plane(src, bps, h, w, c, xf, 2, P, 1, simd);
             cost[xf] = yu + med_cost(P, h, w, plane_range(xf, 2, maxv), simd);
         }
         for (int xf = 1; xf < N_XFORM; xf++) if (cost[xf] < cost[xform]) xform = xf;
@@ -593,7 +615,7 @@ static int64_t csp_encode1(const void *src, int64_t h, int64_t w, int64_t c, int
     wr32(dst + 8, (uint32_t)h); wr32(dst + 12, (uint32_t)w); wr16(dst + 16, (uint32_t)c); wr16(dst + 18, 0);
     int64_t pos = hlen + 4;
     for (int64_t pl = 0; pl < c; pl++) {
-        fill_plane(src, bps, h, w, c, xform, (int)pl, S.P, 0);
+        fill_plane(src, bps, h, w, c, xform, (int)pl, S.P, 0, simd);
         int64_t n = encode_plane(&S, &L, h, w, plane_range(xform, (int)pl, maxv), bps == 2,
                                  pl == 0 ? S.E0 : S.E, (xform && pl > 0) ? S.E0 : NULL,
                                  dst + HEADER_SIZE + PLANE_SIZE * pl, dst + pos, cap - pos);

@@ -192,7 +192,7 @@ int64_t csp_encode2(const void *src, int64_t h, int64_t w, int64_t c, int bps, u
     wr32(dst + 8, (uint32_t)h); wr32(dst + 12, (uint32_t)w); wr16(dst + 16, (uint32_t)c); wr16(dst + 18, 0);
     int64_t pos = hlen + 4;
     for (int64_t pl = 0; pl < c; pl++) {
-        fill_plane(src, bps, h, w, c, xform, (int)pl, S.P, 0);
+        fill_plane(src, bps, h, w, c, xform, (int)pl, S.P, 0, csp_cpu_avx512());
         int64_t n = v2_encode_plane(&S, &L, h, w, plane_range(xform, (int)pl, maxv), bps == 2,
                                     pl == 0 ? S.R0 : S.R, (xform && pl > 0) ? S.R0 : NULL,
                                     dst + HEADER_SIZE + V2_PLANE_SIZE * pl, dst + pos, cap - pos);

@@ -87,7 +87,7 @@ static int64_t csp_encode3_simd(const void *src, int64_t h, int64_t w, int64_t c
     /* model of every plane (version 1's), tables written in plane order */
     bitw_t bw = {dst + hlen + 4, 0, cap - hlen - 4, 0, 0, 0};
     for (int64_t pl = 0; pl < c; pl++) {
-        fill_plane(src, bps, h, w, c, xform, (int)pl, S.P, 0);
+        fill_plane(src, bps, h, w, c, xform, (int)pl, S.P, 0, simd);
         S.tok = tokA + pl * N; S.ctx0 = tokA + N * c + pl * N; S.ctx1 = tokA + 2 * N * c + pl * N;
         S.u = uA + pl * N;
         analyze_plane(&S, &L, h, w, plane_range(xform, (int)pl, maxv), bps == 2, pl == 0 ? S.E0 : S.E,

@@ -51,6 +51,44 @@ ENC_TARGET static inline __m512i enc_score(const int32_t *pe, const int32_t *ce,
     return _mm512_add_epi32(_mm512_slli_epi32(two, 1), _mm512_add_epi32(ENC_LD(m, pe + x), ENC_LD(m, pe + x + 2)));
 }
 
+/* One row of plane pl of an interleaved three-channel tile (fill_plane): the channel, or under RCT
+ * (xform = 1 + k) Y = (R + 2G + B) >> 2, U = R - G, V = (B - G) - ((k U) >> 2). */
+ENC_TARGET static void enc_fill_row_rgb(const uint8_t *src, int bps, int64_t w, int xform, int pl, int32_t *row) {
+    uint8_t ib[64];
+    uint16_t iw[32];
+    for (int i = 0; i < 64; i++) ib[i] = (uint8_t)(i < 48 ? (i % 16) * 3 + i / 16 : 0); /* R, G, B bytes */
+    for (int i = 0; i < 32; i++) iw[i] = (uint16_t)((i % 16) * 3 + (i / 16)); /* R, G words (B: + 2) */
+    const __m512i IB = _mm512_loadu_si512(ib), IW = _mm512_loadu_si512(iw);
+    const __m512i IW2 = _mm512_add_epi16(IW, _mm512_set1_epi16(2));
+    const __m512i k = _mm512_set1_epi32(xform ? xform - 1 : 0);
+    for (int64_t x = 0; x < w; x += 16) {
+        const int64_t n = w - x < 16 ? w - x : 16;
+        __m512i r, g, b;
+        if (bps == 1) {
+            const __m512i z = _mm512_maskz_loadu_epi8((__mmask64)((1ull << (3 * n)) - 1), (const void *)(src + 3 * x));
+            const __m512i p = _mm512_permutexvar_epi8(IB, z);
+            r = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(p));
+            g = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(p, 1));
+            b = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(p, 2));
+        } else {
+            const uint16_t *s16 = (const uint16_t *)(const void *)src + 3 * x;
+            const int64_t nw = 3 * n;
+            const __m512i lo = _mm512_maskz_loadu_epi16((__mmask32)(nw >= 32 ? 0xFFFFFFFFu : ((1u << nw) - 1)), (const void *)s16);
+            const __m512i hi = _mm512_maskz_loadu_epi16((__mmask32)(nw > 32 ? ((1u << (nw - 32)) - 1) : 0), (const void *)(s16 + 32));
+            const __m512i rg = _mm512_permutex2var_epi16(lo, IW, hi), bb = _mm512_permutex2var_epi16(lo, IW2, hi);
+            r = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(rg));
+            g = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(rg, 1));
+            b = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(bb));
+        }
+        __m512i v;
+        if (!xform) v = pl == 0 ? r : (pl == 1 ? g : b);
+        else if (pl == 0) v = _mm512_srai_epi32(_mm512_add_epi32(_mm512_add_epi32(r, b), _mm512_slli_epi32(g, 1)), 2);
+        else if (pl == 1) v = _mm512_sub_epi32(r, g);
+        else v = _mm512_sub_epi32(_mm512_sub_epi32(b, g), _mm512_srai_epi32(_mm512_mullo_epi32(k, _mm512_sub_epi32(r, g)), 2));
+        _mm512_mask_storeu_epi32((void *)(row + x), (__mmask16)((1u << n) - 1), v);
+    }
+}
+
 /* med_cost of one row: the sum of bit_length(|x - MED|). MED needs no range (a median of a, b, a+b-c). */
 ENC_TARGET static int64_t enc_med_cost_row(const int32_t *pr, const int32_t *cr, int64_t w) {
     __m512i C = _mm512_setzero_si512();
