@@ -588,20 +588,26 @@ static int choose_xform(const void *src, int bps, int64_t h, int64_t w, int64_t 
     return xform;
 }
 
+/* The six padded (h+1) x (w+2) planes of the model analysis (P, E, E0, EM, EA, EG) in one block; all NULL
+ * when out of memory. */
+static void enc_scratch_planes(enc_scratch_t *S, int64_t h, int64_t w, int simd) {
+    const size_t PS = (size_t)((h + 1) * (w + 2));
+    S->simd = simd;
+    S->P = (int32_t *)malloc(sizeof(int32_t) * PS * 6);
+    S->E = S->P ? S->P + PS : NULL; S->E0 = S->P ? S->P + 2 * PS : NULL;
+    S->EM = S->P ? S->P + 3 * PS : NULL; S->EA = S->P ? S->P + 4 * PS : NULL; S->EG = S->P ? S->P + 5 * PS : NULL;
+}
+
 static int64_t csp_encode1(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap,
                            int simd) {
     int64_t bound = csp_encode_bound(h, w, c, bps);
     if (bound < 0) return CSP_E_ARG;
-    const int64_t W2 = w + 2, N = h * w;
+    const int64_t N = h * w;
     const int32_t maxv = bps == 1 ? 255 : 65535;
     int64_t hlen = HEADER_SIZE + PLANE_SIZE * c;
     if (cap < hlen + 4) return CSP_E_OUTSIZE;
     enc_scratch_t S;
-    S.simd = simd;
-    const size_t PS = (size_t)((h + 1) * W2);
-    S.P = (int32_t *)malloc(sizeof(int32_t) * PS * 6);
-    S.E = S.P ? S.P + PS : NULL; S.E0 = S.P ? S.P + 2 * PS : NULL;
-    S.EM = S.P ? S.P + 3 * PS : NULL; S.EA = S.P ? S.P + 4 * PS : NULL; S.EG = S.P ? S.P + 5 * PS : NULL;
+    enc_scratch_planes(&S, h, w, simd);
     S.tok = (uint8_t *)malloc((size_t)N * 3);
     S.u = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)N);
     S.words = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)(N + 2 * N_STREAMS + 16));

@@ -60,16 +60,12 @@ int64_t csp_encode3(const void *src, int64_t h, int64_t w, int64_t c, int bps, u
 static int64_t csp_encode3_simd(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap,
                                 int simd) {
     if (csp_encode3_bound(h, w, c, bps) < 0) return CSP_E_ARG;
-    const int64_t W2 = w + 2, N = h * w;
+    const int64_t N = h * w;
     const int32_t maxv = bps == 1 ? 255 : 65535;
     const int64_t hlen = V3_FIXED + V3_DESC * c;
     if (cap < hlen + 4) return CSP_E_OUTSIZE;
     enc_scratch_t S;
-    S.simd = simd;
-    const size_t PS = (size_t)((h + 1) * W2);
-    S.P = (int32_t *)malloc(sizeof(int32_t) * PS * 6);
-    S.E = S.P ? S.P + PS : NULL; S.E0 = S.P ? S.P + 2 * PS : NULL;
-    S.EM = S.P ? S.P + 3 * PS : NULL; S.EA = S.P ? S.P + 4 * PS : NULL; S.EG = S.P ? S.P + 5 * PS : NULL;
+    enc_scratch_planes(&S, h, w, simd);
     uint8_t *tokA = (uint8_t *)malloc((size_t)(N * c) * 3 + 4);  /* token, context mode 0, mode 1 (+ gather slack) */
     uint32_t *uA = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)(N * c));
     uint8_t *modes = (uint8_t *)malloc((size_t)c);
