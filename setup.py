@@ -1,7 +1,7 @@
 """Build hook for the C lossless codec; all project metadata lives in pyproject.toml.
 
-``cffi_modules`` compiles ``native/cspcodec.c`` (which includes ``native/cspcodec2.c``, bitstream
-version 2) into ``csp.native._cspcodec`` (cffi out-of-line API
+``cffi_modules`` compiles ``native/cspcodec.c`` (which includes the bitstream version 2 and 3 files
+and the AVX-512 kernels, chosen at run time) into ``csp.native._cspcodec`` (cffi out-of-line API
 mode) during ``pip install``. A failed compile (no C compiler) only warns: the codec then falls back
 to its Numba implementation.
 """
