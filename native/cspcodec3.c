@@ -237,9 +237,11 @@ static inline void v3_advance(v3dec_t *D) {
 }
 
 /* One step of the portable decoder: phase A (tokens) then phase B (raw bits, reconstruction) for the
- * active lanes, in lane order; then advances the lane positions. */
-static void v3_step_scalar(v3dec_t *D, int64_t t) {
+ * active lanes, in lane order; then advances the lane positions. kind, mode and cross (plane 0's |e| in
+ * the context) are compile-time constants at every call site (v3_steps_scalar), like version 1's. */
+CSP_INLINE void v3_step_scalar(v3dec_t *D, int64_t t, const int kind, const int mode, const int cross) {
     const int64_t L = D->L, w = D->w;
+    const int sel = kind >= PRED_SEL, sel3 = kind == PRED_SEL3;
     int32_t pred[V3_LANES], pm[V3_LANES], pa[V3_LANES], pg[V3_LANES];
     int tok[V3_LANES];
     int64_t pos[V3_LANES];
@@ -253,41 +255,49 @@ static void v3_step_scalar(v3dec_t *D, int64_t t) {
         int32_t Ma = 0, Mb = 0, Mc = 0, Md = 0, Aa = 0, Ab = 0, Ac = 0, Ad = 0, Ga = 0, Gb = 0, Gc = 0, Gd = 0;
         if (ra >= 0) {
             int64_t i = (ra * w + x + 2 * ka) * V3_LANES + ka;
-            b = D->P[i]; Eb = D->E[i]; Mb = D->M[i]; Ab = D->A[i]; Gb = D->G[i];
+            b = D->P[i]; Eb = D->E[i];
+            if (sel) { Mb = D->M[i]; Ab = D->A[i]; }
+            if (sel3) Gb = D->G[i];
             if (x > 0) {
                 int64_t j = i - V3_LANES;
-                c = D->P[j]; Ec = D->E[j]; Mc = D->M[j]; Ac = D->A[j]; Gc = D->G[j];
+                c = D->P[j]; Ec = D->E[j];
+                if (sel) { Mc = D->M[j]; Ac = D->A[j]; }
+                if (sel3) Gc = D->G[j];
             } else { /* (y - 2, 0) */
                 const int64_t kb = ka ? ka - 1 : L - 1, rb = ka ? ra : ra - 1;
                 c = rb >= 0 ? D->P[(rb * w + 2 * kb) * V3_LANES + kb] : 0;
             }
             if (x + 1 < w) {
                 int64_t j = i + V3_LANES;
-                d = D->P[j]; Ed = D->E[j]; Md = D->M[j]; Ad = D->A[j]; Gd = D->G[j];
+                d = D->P[j]; Ed = D->E[j];
+                if (sel) { Md = D->M[j]; Ad = D->A[j]; }
+                if (sel3) Gd = D->G[j];
             } else d = b;
         }
         if (x > 0) {
             int64_t j = (t - 1) * V3_LANES + k;
-            a = D->P[j]; Ea = D->E[j]; Ma = D->M[j]; Aa = D->A[j]; Ga = D->G[j];
+            a = D->P[j]; Ea = D->E[j];
+            if (sel) { Ma = D->M[j]; Aa = D->A[j]; }
+            if (sel3) Ga = D->G[j];
         } else a = b;
         const int32_t lo = D->lo, hi = D->hi;
         int32_t m = predict(0, a, b, c, d, lo, hi), av = predict(1, a, b, c, d, lo, hi);
         int32_t g = clamp32(a + b - c, lo, hi), p;
-        if (D->kind < PRED_SEL) p = D->kind == 0 ? m : (D->kind == 1 ? av : predict(2, a, b, c, d, lo, hi));
+        if (!sel) p = kind == 0 ? m : (kind == 1 ? av : predict(2, a, b, c, d, lo, hi));
         else {
             int32_t sm = 2 * Ma + 2 * Mb + Mc + Md, sa = 2 * Aa + 2 * Ab + Ac + Ad;
             p = sm <= sa ? m : av;
-            if (D->kind == PRED_SEL3) {
+            if (sel3) {
                 int32_t sg = 2 * Ga + 2 * Gb + Gc + Gd, smin = sm <= sa ? sm : sa;
                 if (sg < smin) p = g;
             }
         }
         int32_t act = iabs32(a - c) + iabs32(b - c) + iabs32(b - d) + Eb + Ec + Ed + 2 * Ea;
-        if (D->X0) act += 2 * D->X0[t * V3_LANES + k];
+        if (cross) act += 2 * D->X0[t * V3_LANES + k];
         act >>= 1 + D->ash;
         if (act > 255) act = 255;
         int ctx;
-        if (D->mode == 0) ctx = D->Lu->act0[act];
+        if (mode == 0) ctx = D->Lu->act0[act];
         else { int32_t lv = p < 0 ? 0 : (p >> D->lsh); if (lv > 31) lv = 31; ctx = D->Lu->act1[act] + D->Lu->lvl[lv]; }
         uint32_t xs = D->xs[k], slot = xs & (TOTAL - 1);
         uint32_t ent = D->T->ent[ctx][slot];
@@ -311,9 +321,25 @@ static void v3_step_scalar(v3dec_t *D, int64_t t) {
         if (v != v0) D->err = CSP_E_RANGE;
         int64_t j = pos[k];
         D->P[j] = v; D->E[j] = iabs32(e);
-        D->M[j] = iabs32(v - pm[k]); D->A[j] = iabs32(v - pa[k]); D->G[j] = iabs32(v - pg[k]);
+        if (sel) { D->M[j] = iabs32(v - pm[k]); D->A[j] = iabs32(v - pa[k]); }
+        if (sel3) D->G[j] = iabs32(v - pg[k]);
     }
     v3_advance(D);
+}
+
+#define V3_S(k, m, x) case (k) * 4 + (m) * 2 + (x): for (; t < t1; t++) v3_step_scalar(D, t, k, m, x); break;
+
+/* Steps t0 .. t1 - 1 with the portable decoder, specialised per predictor, context mode and cross. */
+static void v3_steps_scalar(v3dec_t *D, int64_t t0, int64_t t1) {
+    int64_t t = t0;
+    switch (D->kind * 4 + D->mode * 2 + (D->X0 != NULL)) {
+        V3_S(0, 0, 0) V3_S(0, 0, 1) V3_S(0, 1, 0) V3_S(0, 1, 1)
+        V3_S(1, 0, 0) V3_S(1, 0, 1) V3_S(1, 1, 0) V3_S(1, 1, 1)
+        V3_S(2, 0, 0) V3_S(2, 0, 1) V3_S(2, 1, 0) V3_S(2, 1, 1)
+        V3_S(3, 0, 0) V3_S(3, 0, 1) V3_S(3, 1, 0) V3_S(3, 1, 1)
+        V3_S(4, 0, 0) V3_S(4, 0, 1) V3_S(4, 1, 0) V3_S(4, 1, 1)
+        default: D->err = CSP_E_HEADER;
+    }
 }
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
@@ -336,7 +362,7 @@ static int v3_decode_plane(v3dec_t *D, int simd) {
 #else
     (void)simd;
 #endif
-    for (; t < D->tend; t++) v3_step_scalar(D, t);
+    v3_steps_scalar(D, t, D->tend);
     return D->err;
 }
 
