@@ -179,6 +179,14 @@ static inline int32_t rct(int xform, int pl, int32_t r, int32_t g, int32_t b) {
     return (b - g) - (((xform - 1) * (r - g)) >> 2);
 }
 
+/* Inverse of rct: R, G, B from the Y, U, V samples of one pixel under transform xform >= 1. */
+static inline void inverse_rct(int xform, int32_t Y, int32_t U, int32_t V, int32_t *r, int32_t *g, int32_t *b) {
+    const int32_t v = V + (((xform - 1) * U) >> 2);
+    *g = Y - ((U + v) >> 2);
+    *r = U + *g;
+    *b = v + *g;
+}
+
 static inline int32_t plane_sample(const void *src, int bps, int64_t w, int64_t c, int xform, int pl,
                                    int64_t y, int64_t x) {
     const int64_t i = (y * w + x) * c;
@@ -943,13 +951,14 @@ CSP_INLINE int decode_rows(const dctx_t *C, int32_t *P, const int64_t ps, const 
     return CSP_OK;
 }
 
+/* Every (predictor, context mode, cross-plane context) combination, for the switches that dispatch to
+ * a decoder specialised at compile time (versions 1 and 3); the case label is kind * 4 + mode * 2 + x. */
+#define CSP_FOR_VARIANTS(X) \
+    X(0, 0, 0) X(0, 0, 1) X(0, 1, 0) X(0, 1, 1) X(1, 0, 0) X(1, 0, 1) X(1, 1, 0) X(1, 1, 1) \
+    X(2, 0, 0) X(2, 0, 1) X(2, 1, 0) X(2, 1, 1) X(3, 0, 0) X(3, 0, 1) X(3, 1, 0) X(3, 1, 1) \
+    X(4, 0, 0) X(4, 0, 1) X(4, 1, 0) X(4, 1, 1)
+
 #define CSP_ROWS(k, m, x) case (k) * 4 + (m) * 2 + (x): rc = decode_rows(&C, P, ps, xoff, S, h, w, k, m, x); break;
-#define CSP_ROWS_ALL \
-    CSP_ROWS(0, 0, 0) CSP_ROWS(0, 0, 1) CSP_ROWS(0, 1, 0) CSP_ROWS(0, 1, 1) \
-    CSP_ROWS(1, 0, 0) CSP_ROWS(1, 0, 1) CSP_ROWS(1, 1, 0) CSP_ROWS(1, 1, 1) \
-    CSP_ROWS(2, 0, 0) CSP_ROWS(2, 0, 1) CSP_ROWS(2, 1, 0) CSP_ROWS(2, 1, 1) \
-    CSP_ROWS(3, 0, 0) CSP_ROWS(3, 0, 1) CSP_ROWS(3, 1, 0) CSP_ROWS(3, 1, 1) \
-    CSP_ROWS(4, 0, 0) CSP_ROWS(4, 0, 1) CSP_ROWS(4, 1, 0) CSP_ROWS(4, 1, 1)
 
 /* Decode one plane into the block at P (layout above); xoff = offset of the cross-plane |e| or 0. */
 static int decode_plane(const uint8_t *body, const plane_desc_t *D, int64_t h, int64_t w, range_t rg,
@@ -969,7 +978,7 @@ static int decode_plane(const uint8_t *body, const plane_desc_t *D, int64_t h, i
     dctx_t C = {L, T, 1 + D->ashift, D->lshift, rg.lo, rg.hi};
     for (int k = 0; k < NARR; k++) memset(P + k * ps, 0, sizeof(int32_t) * (size_t)W2); /* virtual row -1 */
     switch (D->kind * 4 + D->mode * 2 + (xoff != 0)) {
-        CSP_ROWS_ALL
+        CSP_FOR_VARIANTS(CSP_ROWS)
         default: return CSP_E_HEADER;
     }
     if (rc) return rc;
@@ -1019,8 +1028,8 @@ int csp_decode_ex(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, i
         for (int64_t y = 0; y < h; y++) {
             const int32_t *Y = P + (y + 1) * W2 + 1, *U = Y + NARR * PS, *V = Y + 2 * NARR * PS;
             for (int64_t x = 0; x < w; x++) {
-                int32_t v = V[x] + (((xform - 1) * U[x]) >> 2);
-                int32_t g = Y[x] - ((U[x] + v) >> 2), r = U[x] + g, b = v + g;
+                int32_t r, g, b;
+                inverse_rct(xform, Y[x], U[x], V[x], &r, &g, &b);
                 if ((uint32_t)r > (uint32_t)maxv || (uint32_t)g > (uint32_t)maxv || (uint32_t)b > (uint32_t)maxv) { rc = CSP_E_RANGE; goto done; }
                 if (bps == 1) { uint8_t *o = (uint8_t *)dst + (y * w + x) * 3; o[0] = (uint8_t)r; o[1] = (uint8_t)g; o[2] = (uint8_t)b; }
                 else { uint16_t *o = (uint16_t *)dst + (y * w + x) * 3; o[0] = (uint16_t)r; o[1] = (uint16_t)g; o[2] = (uint16_t)b; }

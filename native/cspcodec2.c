@@ -398,16 +398,16 @@ static int v2_store_rct(void *dst, int bps, int64_t y, int64_t w, int k4, int32_
     if (bps == 1) {
         uint8_t *o = (uint8_t *)dst + y * w * 3;
         for (int64_t x = 0; x < w; x++) {
-            int32_t v = V[x] + ((k4 * U[x]) >> 2);
-            int32_t g = Y[x] - ((U[x] + v) >> 2), r = U[x] + g, b = v + g;
+            int32_t r, g, b;
+            inverse_rct(k4 + 1, Y[x], U[x], V[x], &r, &g, &b);
             oor |= (uint32_t)r | (uint32_t)g | (uint32_t)b;
             o[3 * x] = (uint8_t)r; o[3 * x + 1] = (uint8_t)g; o[3 * x + 2] = (uint8_t)b;
         }
     } else {
         uint16_t *o = (uint16_t *)dst + y * w * 3;
         for (int64_t x = 0; x < w; x++) {
-            int32_t v = V[x] + ((k4 * U[x]) >> 2);
-            int32_t g = Y[x] - ((U[x] + v) >> 2), r = U[x] + g, b = v + g;
+            int32_t r, g, b;
+            inverse_rct(k4 + 1, Y[x], U[x], V[x], &r, &g, &b);
             oor |= (uint32_t)r | (uint32_t)g | (uint32_t)b;
             o[3 * x] = (uint16_t)r; o[3 * x + 1] = (uint16_t)g; o[3 * x + 2] = (uint16_t)b;
         }

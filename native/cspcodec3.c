@@ -48,7 +48,7 @@ int64_t csp_encode3_bound(int64_t h, int64_t w, int64_t c, int bps) {
 /* The chosen context table of one plane in the compact form the emitter needs. */
 typedef struct { uint16_t freq[MAX_CTX][NTOK], start[MAX_CTX][NTOK]; } v3freq_t;
 
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#if CSP_X86_AVX512
 static int64_t v3_avx512_emit_plane(const v3sched_t *SC, int64_t w, const uint8_t *tk, const uint8_t *cx,
                                     const uint32_t *uu, const uint32_t *fs, uint32_t *xs, uint16_t *wbuf, int64_t wp);
 #endif
@@ -333,27 +333,20 @@ CSP_INLINE void v3_step_scalar(v3dec_t *D, int64_t t, const int kind, const int 
 static void v3_steps_scalar(v3dec_t *D, int64_t t0, int64_t t1) {
     int64_t t = t0;
     switch (D->kind * 4 + D->mode * 2 + (D->X0 != NULL)) {
-        V3_S(0, 0, 0) V3_S(0, 0, 1) V3_S(0, 1, 0) V3_S(0, 1, 1)
-        V3_S(1, 0, 0) V3_S(1, 0, 1) V3_S(1, 1, 0) V3_S(1, 1, 1)
-        V3_S(2, 0, 0) V3_S(2, 0, 1) V3_S(2, 1, 0) V3_S(2, 1, 1)
-        V3_S(3, 0, 0) V3_S(3, 0, 1) V3_S(3, 1, 0) V3_S(3, 1, 1)
-        V3_S(4, 0, 0) V3_S(4, 0, 1) V3_S(4, 1, 0) V3_S(4, 1, 1)
+        CSP_FOR_VARIANTS(V3_S)
         default: D->err = CSP_E_HEADER;
     }
 }
 
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
-#define V3_HAVE_AVX512 1
+#if CSP_X86_AVX512
 #include "cspcodec3_avx512.c"
-#else
-#define V3_HAVE_AVX512 0
 #endif
 
 /* Decode one plane into D's skew buffers from step 0 to the end. */
 static int v3_decode_plane(v3dec_t *D, int simd) {
     int64_t t = 0;
     v3_seek(D, 0);
-#if V3_HAVE_AVX512
+#if CSP_X86_AVX512
     if (simd && D->L == V3_LANES) {
         t = v3_avx512_run(D, 0, D->tend); /* idle lanes (ramp-up, ramp-down) are masked */
         if (D->err) return D->err;
@@ -366,8 +359,6 @@ static int v3_decode_plane(v3dec_t *D, int simd) {
     return D->err;
 }
 
-static int v3_cpu_has_avx512(void) { return csp_cpu_avx512(); }
-
 /* Write a three-channel tile from the skew buffers of its planes (P0, P0 + SK, P0 + 2 SK), with the
  * inverse RCT when xform > 0 (checking the result range). */
 static int v3_output3(const int32_t *P0, int64_t SK, int64_t L, int64_t h, int64_t w, int xform, int bps, void *dst) {
@@ -379,8 +370,7 @@ static int v3_output3(const int32_t *P0, int64_t SK, int64_t L, int64_t h, int64
             int64_t i = i0 + x * V3_LANES;
             int32_t r = P0[i], g = P1[i], b = P2[i];
             if (xform) {
-                int32_t Y = r, U = g, V = b + (((xform - 1) * g) >> 2);
-                g = Y - ((U + V) >> 2); r = U + g; b = V + g;
+                inverse_rct(xform, r, g, b, &r, &g, &b);
                 if ((uint32_t)r > (uint32_t)maxv || (uint32_t)g > (uint32_t)maxv || (uint32_t)b > (uint32_t)maxv) return CSP_E_RANGE;
             }
             if (bps == 1) { uint8_t *o = (uint8_t *)dst + (y * w + x) * 3; o[0] = (uint8_t)r; o[1] = (uint8_t)g; o[2] = (uint8_t)b; }
@@ -390,7 +380,7 @@ static int v3_output3(const int32_t *P0, int64_t SK, int64_t L, int64_t h, int64
     return CSP_OK;
 }
 
-int csp_simd_available(void) { return v3_cpu_has_avx512(); }
+int csp_simd_available(void) { return csp_cpu_avx512(); }
 
 static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, int flags) {
     int64_t h, w, c, tl, wl; int bps, xform;
@@ -409,7 +399,7 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
     const int64_t hlen = V3_FIXED + V3_DESC * c;
     const uint8_t *tab = src + hlen + 4, *lanes = tab + tl;
     int64_t toff = 0;
-    const int simd = !(flags & CSP_NO_SIMD) && v3_cpu_has_avx512();
+    const int simd = !(flags & CSP_NO_SIMD) && csp_cpu_avx512();
     v3dec_t D;
     memset(&D, 0, sizeof D);
     D.h = h; D.w = w; D.L = SC.L; D.tend = SC.tend; D.n = SC.n; D.T = T; D.Lu = &Lu;
@@ -421,7 +411,7 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
         D.kind = d[0]; D.mode = d[1]; D.ash = d[2]; D.lsh = d[3];
         bitr_t r; br_init(&r, tab + toff, tl - toff);
         fill_fn fill = fill_entries;
-#if V3_HAVE_AVX512
+#if CSP_X86_AVX512
         if (simd) fill = v3_avx512_fill;
 #endif
         if (read_tables_from(&r, N_CTX[D.mode], T, fill)) { rc = CSP_E_TABLE; goto done; }
@@ -453,7 +443,7 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
     if (D.wp != D.wend) { rc = CSP_E_DATA; goto done; }
     if (nP == 3) {
         const int32_t *P0 = buf + pad * V3_LANES;
-#if V3_HAVE_AVX512
+#if CSP_X86_AVX512
         if (simd && bps == 1 && SC.L == V3_LANES) { rc = v3_avx512_output3_u8(P0, SK, SC.n, SC.tend, w, xform, (uint8_t *)dst); goto done; }
 #endif
         rc = v3_output3(P0, SK, SC.L, h, w, xform, bps, dst);

@@ -1,6 +1,6 @@
 /* AVX-512 decoder of bitstream version 3 (planes of 32 lanes).
  *
- * Included by cspcodec3.c; compiled for AVX-512 F/BW/VL/VBMI/VBMI2 with target attributes and called only
+ * Included by cspcodec3.c; compiled with CSP_AVX512_TARGET (cspcodec_enc_avx512.c) and called only
  * after a run-time CPU check. One loop iteration decodes step t, i.e. one sample of each of the 32 lanes
  * held in two vectors (lanes 0-15 and 16-31: two independent dependency chains, which hides most of the
  * gather and multiply latency), in exactly the order of the scalar path: phase A, the tokens of lanes
@@ -10,9 +10,6 @@
  * (lane 16 takes lane 15 of the same step; lane 0 takes lane 31's previous row from the skew buffer).
  * Idle lanes (ramp-up and ramp-down) are masked: they read no words, keep their state, store nothing.
  */
-#include <immintrin.h>
-
-#define V3_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512vbmi2,popcnt")))
 
 /* Per vector (16 lanes): the pixel value P, |e| E and the MED/AVG4/GRAD errors M/A/G of step t - 1 in
  * the own lane (l) and moved up one lane (u1); the column-0 pad register Bz and the rANS states. The
@@ -42,17 +39,17 @@ typedef struct {
 
 /* Lanes 0-15 of row s of X moved up one lane: lane 0 gets lane 31 of step s - w + 64 (its row above),
  * 0 before lane 31 has started (lane 0's row 0 has row -1 above: zeros). */
-V3_TARGET static inline __m512i v3_upA(const int32_t *X, int64_t s, int64_t w, __m512i vA) {
+CSP_AVX512_TARGET static inline __m512i v3_upA(const int32_t *X, int64_t s, int64_t w, __m512i vA) {
     const int64_t r = s - w + 2 * V3_LANES;
     const int32_t up = r >= 2 * (V3_LANES - 1) ? X[r * V3_LANES + V3_LANES - 1] : 0;
     return _mm512_alignr_epi32(vA, _mm512_set1_epi32(up), 15);
 }
 /* Lanes 16-31 moved up one lane: lane 16 gets lane 15 of the same step. */
-V3_TARGET static inline __m512i v3_upB(__m512i vB, __m512i vA) { return _mm512_alignr_epi32(vB, vA, 15); }
+CSP_AVX512_TARGET static inline __m512i v3_upB(__m512i vB, __m512i vA) { return _mm512_alignr_epi32(vB, vA, 15); }
 
 /* One renormalisation of the active lanes of one vector: lanes below 2^16 take the next words in lane
  * order. Returns the new word pointer. */
-V3_TARGET static inline const uint8_t *v3_renorm(__m512i *xs, __mmask16 on, const uint8_t *wp) {
+CSP_AVX512_TARGET static inline const uint8_t *v3_renorm(__m512i *xs, __mmask16 on, const uint8_t *wp) {
     const __mmask16 m = _mm512_mask_cmplt_epu32_mask(on, *xs, _mm512_set1_epi32((int)RANS_L));
     const __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_expandloadu_epi16(m, (const void *)wp));
     *xs = _mm512_mask_or_epi32(*xs, m, _mm512_slli_epi32(*xs, 16), w);
@@ -60,14 +57,14 @@ V3_TARGET static inline const uint8_t *v3_renorm(__m512i *xs, __mmask16 on, cons
 }
 
 /* 2 err(left) + 2 err(above) + err(above-left) + err(above-right), pads 0 */
-V3_TARGET static inline __m512i v3_score(__m512i l, __m512i u1, __m512i u2, __m512i u3, __mmask16 n0, __mmask16 nW) {
+CSP_AVX512_TARGET static inline __m512i v3_score(__m512i l, __m512i u1, __m512i u2, __m512i u3, __mmask16 n0, __mmask16 nW) {
     const __m512i u2x2 = _mm512_slli_epi32(u2, 1);
     return _mm512_add_epi32(_mm512_maskz_add_epi32(n0, _mm512_slli_epi32(l, 1), u3), _mm512_mask_add_epi32(u2x2, nW, u2x2, u1));
 }
 
 /* Prediction, context and token (phase A before the renormalisation) of one vector at step t; rotBz is
  * the column-0 above-left pad (the previous lane's Bz). */
-V3_TARGET CSP_INLINE void v3_phase_a(v3vec_t *V, v3tmp_t *T, const v3k_t *K, __m512i rotBz, const int32_t *X0row,
+CSP_AVX512_TARGET CSP_INLINE void v3_phase_a(v3vec_t *V, v3tmp_t *T, const v3k_t *K, __m512i rotBz, const int32_t *X0row,
                                      const __m512i *u2, const __m512i *u3, const int kind, const int mode,
                                      const int cross) {
     const int sel = kind >= PRED_SEL, sel3 = kind == PRED_SEL3;
@@ -127,7 +124,7 @@ V3_TARGET CSP_INLINE void v3_phase_a(v3vec_t *V, v3tmp_t *T, const v3k_t *K, __m
 
 /* Phase B of one vector after its raw-bit renormalisation: residual, sample, range check, stores and
  * left histories (the caller shifts the up-histories). Returns nonzero when a sample is out of range. */
-V3_TARGET CSP_INLINE int v3_finish(v3vec_t *V, v3tmp_t *T, const v3k_t *K, __m512i bits, int32_t *P, int32_t *E,
+CSP_AVX512_TARGET CSP_INLINE int v3_finish(v3vec_t *V, v3tmp_t *T, const v3k_t *K, __m512i bits, int32_t *P, int32_t *E,
                                    int32_t *M, int32_t *A, int32_t *G, int64_t off, const int kind) {
     const int sel = kind >= PRED_SEL, sel3 = kind == PRED_SEL3;
     const __m512i one = _mm512_set1_epi32(1);
@@ -156,7 +153,7 @@ V3_TARGET CSP_INLINE int v3_finish(v3vec_t *V, v3tmp_t *T, const v3k_t *K, __m51
 
 /* Initial state at step t0 from the skew buffers (zeros before step 0): left and moved-up histories of
  * both vectors, the ring, Bz and the states. */
-V3_TARGET static void v3_init(v3vec_t V[2], v3ring_t ring, const v3dec_t *D, int64_t t0, const int32_t *const X[5]) {
+CSP_AVX512_TARGET static void v3_init(v3vec_t V[2], v3ring_t ring, const v3dec_t *D, int64_t t0, const int32_t *const X[5]) {
     const int64_t w = D->w;
     int32_t bz[V3_LANES];
     for (int64_t k = 0; k < V3_LANES; k++) {
@@ -205,7 +202,7 @@ static inline void v3_masks(const v3masks_t *MK, const v3dec_t *D, int64_t t, in
     TA->mW = (__mmask16)mW; TB->mW = (__mmask16)(mW >> 16);
 }
 
-V3_TARGET CSP_INLINE int64_t v3_avx512_kernel(v3dec_t *D, int64_t t0, int64_t t1, const int kind, const int mode,
+CSP_AVX512_TARGET CSP_INLINE int64_t v3_avx512_kernel(v3dec_t *D, int64_t t0, int64_t t1, const int kind, const int mode,
                                               const int cross) {
     const int64_t w = D->w;
     const int sel = kind >= PRED_SEL, sel3 = kind == PRED_SEL3;
@@ -310,19 +307,15 @@ V3_TARGET CSP_INLINE int64_t v3_avx512_kernel(v3dec_t *D, int64_t t0, int64_t t1
 #define V3_K(k, m, x) case (k) * 4 + (m) * 2 + (x): return v3_avx512_kernel(D, t0, t1, k, m, x);
 
 /* Decode steps t0 .. t1 - 1 (or fewer, on an error); returns the first step not decoded. */
-V3_TARGET static int64_t v3_avx512_run(v3dec_t *D, int64_t t0, int64_t t1) {
+CSP_AVX512_TARGET static int64_t v3_avx512_run(v3dec_t *D, int64_t t0, int64_t t1) {
     switch (D->kind * 4 + D->mode * 2 + (D->X0 != NULL)) {
-        V3_K(0, 0, 0) V3_K(0, 0, 1) V3_K(0, 1, 0) V3_K(0, 1, 1)
-        V3_K(1, 0, 0) V3_K(1, 0, 1) V3_K(1, 1, 0) V3_K(1, 1, 1)
-        V3_K(2, 0, 0) V3_K(2, 0, 1) V3_K(2, 1, 0) V3_K(2, 1, 1)
-        V3_K(3, 0, 0) V3_K(3, 0, 1) V3_K(3, 1, 0) V3_K(3, 1, 1)
-        V3_K(4, 0, 0) V3_K(4, 0, 1) V3_K(4, 1, 0) V3_K(4, 1, 1)
+        CSP_FOR_VARIANTS(V3_K)
         default: return t0;
     }
 }
 
 /* fill_entries with 16-entry stores (table building is a tenth of a tile's decoding time). */
-V3_TARGET static void v3_avx512_fill(uint32_t *e, uint32_t v, uint32_t f) {
+CSP_AVX512_TARGET static void v3_avx512_fill(uint32_t *e, uint32_t v, uint32_t f) {
     const __m512i step = _mm512_set1_epi32(16 << 7);
     __m512i cur = _mm512_add_epi32(_mm512_set1_epi32((int)v),
                                    _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 7));
@@ -335,7 +328,7 @@ V3_TARGET static void v3_avx512_fill(uint32_t *e, uint32_t v, uint32_t f) {
 }
 
 /* In-place transpose of a 16 x 16 block of int32 (r[i] becomes column i). */
-V3_TARGET static inline void v3_transpose16(__m512i r[16]) {
+CSP_AVX512_TARGET static inline void v3_transpose16(__m512i r[16]) {
     __m512i t[16];
     for (int i = 0; i < 16; i += 2) { t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]); t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]); }
     for (int i = 0; i < 16; i += 4) {
@@ -359,7 +352,7 @@ V3_TARGET static inline void v3_transpose16(__m512i r[16]) {
  * lane (consecutive columns of one row, or the end of one row and the start of the lane's next row),
  * squeezed to 48 bytes with one byte permutation and stored with byte masks. The buffers must be
  * readable up to step tend + 15 (the rows past a lane's samples hold anything: masked out). */
-V3_TARGET static int v3_avx512_output3_u8(const int32_t *P0, int64_t SK, const int64_t *n, int64_t tend, int64_t w,
+CSP_AVX512_TARGET static int v3_avx512_output3_u8(const int32_t *P0, int64_t SK, const int64_t *n, int64_t tend, int64_t w,
                                           int xform, uint8_t *dst) {
     uint8_t perm[64];
     for (int i = 0; i < 64; i++) perm[i] = (uint8_t)(i < 48 ? (i / 3) * 4 + i % 3 : 63);
@@ -424,7 +417,7 @@ V3_TARGET static int v3_avx512_output3_u8(const int32_t *P0, int64_t SK, const i
  * as the scalar pass leaves them). Per lane the sample index is walked backwards; tokens, contexts and
  * residual codes are gathered (tk/cx: bytes, readable 3 bytes past the end). x / f is computed in float
  * (quotient below 2^21, off by at most one) and corrected exactly. Returns the new wp. */
-V3_TARGET static int64_t v3_avx512_emit_plane(const v3sched_t *SC, int64_t w, const uint8_t *tk, const uint8_t *cx,
+CSP_AVX512_TARGET static int64_t v3_avx512_emit_plane(const v3sched_t *SC, int64_t w, const uint8_t *tk, const uint8_t *cx,
                                               const uint32_t *uu, const uint32_t *fs, uint32_t *xs, uint16_t *wbuf,
                                               int64_t wp) {
     uint8_t t_nb[128];
@@ -432,7 +425,7 @@ V3_TARGET static int64_t v3_avx512_emit_plane(const v3sched_t *SC, int64_t w, co
     const __m512i T_nb0 = _mm512_loadu_si512(t_nb), T_nb1 = _mm512_loadu_si512(t_nb + 64);
     const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1), ff = _mm512_set1_epi32(0xFF);
     const __m512i ffff = _mm512_set1_epi32(0xFFFF), c32 = _mm512_set1_epi32(32), ntok = _mm512_set1_epi32(NTOK);
-    const __m512i wv = _mm512_set1_epi32((int)w), w1 = _mm512_set1_epi32((int)(w - 1));
+    const __m512i w1 = _mm512_set1_epi32((int)(w - 1));
     const __m512i wrap = _mm512_set1_epi32((int)(1 + (V3_LANES - 1) * w));
     __m512i X[2], Q[2], NW[2], COL[2], IDX[2];
     for (int h = 0; h < 2; h++) {
@@ -495,7 +488,6 @@ V3_TARGET static int64_t v3_avx512_emit_plane(const v3sched_t *SC, int64_t w, co
             COL[h] = _mm512_mask_mov_epi32(_mm512_sub_epi32(COL[h], one), w0, w1);
         }
     }
-    (void)wv;
     _mm512_storeu_si512((void *)xs, X[0]);
     _mm512_storeu_si512((void *)(xs + 16), X[1]);
     return wp;

@@ -10,7 +10,9 @@
 #define CSP_X86_AVX512 1
 #include <immintrin.h>
 
-#define ENC_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512cd,avx512vbmi")))
+/* The instruction sets csp_cpu_avx512 checks (all AVX-512 code of the codec is compiled for them). */
+#define CSP_AVX512_TARGET \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512cd,avx512vbmi,avx512vbmi2,popcnt")))
 
 /* 1 when the CPU has what the AVX-512 paths need (F, BW, VL, CD, VBMI, VBMI2). */
 static int csp_cpu_avx512(void) {
@@ -29,7 +31,7 @@ static inline __mmask16 enc_tail(int64_t x, int64_t w) {
 /* Neighbours and the fixed predictions of the 16 columns at x of a padded row pair (pr above, cr). */
 typedef struct { __m512i a, b, c, d, v, pm, pa, pg, p2; } enc_px_t;
 
-ENC_TARGET static inline void enc_predict(enc_px_t *P, const int32_t *pr, const int32_t *cr, int64_t x, __mmask16 m,
+CSP_AVX512_TARGET static inline void enc_predict(enc_px_t *P, const int32_t *pr, const int32_t *cr, int64_t x, __mmask16 m,
                                           __m512i lo, __m512i hi) {
     P->a = ENC_LD(m, cr + x); P->b = ENC_LD(m, pr + x + 1); P->c = ENC_LD(m, pr + x); P->d = ENC_LD(m, pr + x + 2);
     P->v = ENC_LD(m, cr + x + 1);
@@ -43,17 +45,17 @@ ENC_TARGET static inline void enc_predict(enc_px_t *P, const int32_t *pr, const 
     P->p2 = _mm512_srai_epi32(_mm512_add_epi32(_mm512_add_epi32(P->a, P->b), _mm512_set1_epi32(1)), 1);
 }
 
-ENC_TARGET static inline __m512i enc_bitlen(__m512i v) { return _mm512_sub_epi32(_mm512_set1_epi32(32), _mm512_lzcnt_epi32(v)); }
+CSP_AVX512_TARGET static inline __m512i enc_bitlen(__m512i v) { return _mm512_sub_epi32(_mm512_set1_epi32(32), _mm512_lzcnt_epi32(v)); }
 
 /* 2 err(left) + 2 err(above) + err(above-left) + err(above-right) of the 16 columns at x (padded rows). */
-ENC_TARGET static inline __m512i enc_score(const int32_t *pe, const int32_t *ce, int64_t x, __mmask16 m) {
+CSP_AVX512_TARGET static inline __m512i enc_score(const int32_t *pe, const int32_t *ce, int64_t x, __mmask16 m) {
     const __m512i two = _mm512_add_epi32(ENC_LD(m, ce + x), ENC_LD(m, pe + x + 1));
     return _mm512_add_epi32(_mm512_slli_epi32(two, 1), _mm512_add_epi32(ENC_LD(m, pe + x), ENC_LD(m, pe + x + 2)));
 }
 
 /* One row of plane pl of an interleaved three-channel tile (fill_plane): the channel, or under RCT
  * (xform = 1 + k) Y = (R + 2G + B) >> 2, U = R - G, V = (B - G) - ((k U) >> 2). */
-ENC_TARGET static void enc_fill_row_rgb(const uint8_t *src, int bps, int64_t w, int xform, int pl, int32_t *row) {
+CSP_AVX512_TARGET static void enc_fill_row_rgb(const uint8_t *src, int bps, int64_t w, int xform, int pl, int32_t *row) {
     uint8_t ib[64];
     uint16_t iw[32];
     for (int i = 0; i < 64; i++) ib[i] = (uint8_t)(i < 48 ? (i % 16) * 3 + i / 16 : 0); /* R, G, B bytes */
@@ -90,7 +92,7 @@ ENC_TARGET static void enc_fill_row_rgb(const uint8_t *src, int bps, int64_t w, 
 }
 
 /* med_cost of one row: the sum of bit_length(|x - MED|). MED needs no range (a median of a, b, a+b-c). */
-ENC_TARGET static int64_t enc_med_cost_row(const int32_t *pr, const int32_t *cr, int64_t w) {
+CSP_AVX512_TARGET static int64_t enc_med_cost_row(const int32_t *pr, const int32_t *cr, int64_t w) {
     __m512i C = _mm512_setzero_si512();
     for (int64_t x = 0; x < w; x += 16) {
         const __mmask16 m = enc_tail(x, w);
@@ -104,7 +106,7 @@ ENC_TARGET static int64_t enc_med_cost_row(const int32_t *pr, const int32_t *cr,
 
 /* predictor_errors for one row: fills the row's |x - MED|, |x - AVG4|, |x - GRAD| (em, ea, eg, padded)
  * and adds each predictor's absolute errors and bit lengths to sads/costs. */
-ENC_TARGET static void enc_errors_row(const int32_t *pr, const int32_t *cr, const int32_t *pem, const int32_t *pea,
+CSP_AVX512_TARGET static void enc_errors_row(const int32_t *pr, const int32_t *cr, const int32_t *pem, const int32_t *pea,
                                       const int32_t *peg, int32_t *em, int32_t *ea, int32_t *eg, int64_t w, range_t rg,
                                       int64_t sads[N_PRED], int64_t costs[N_PRED]) {
     const __m512i lo = _mm512_set1_epi32(rg.lo), hi = _mm512_set1_epi32(rg.hi);
@@ -144,7 +146,7 @@ ENC_TARGET static void enc_errors_row(const int32_t *pr, const int32_t *cr, cons
 /* The main model pass of one row for predictor kind: residual magnitudes (ce, padded), and per sample the
  * token, both contexts and the residual code u (tok, ctx0, ctx1, u at the row's sample index). em/ea/eg
  * hold the row's predictor errors already (enc_errors_row). */
-ENC_TARGET static void enc_model_row(int kind, const int32_t *pr, const int32_t *cr, const int32_t *pe, int32_t *ce,
+CSP_AVX512_TARGET static void enc_model_row(int kind, const int32_t *pr, const int32_t *cr, const int32_t *pe, int32_t *ce,
                                      const int32_t *xe, const int32_t *pem, const int32_t *cem, const int32_t *pea,
                                      const int32_t *cea, const int32_t *peg, const int32_t *ceg, int64_t w, range_t rg,
                                      int ashift, int lshift, const luts_t *L, int32_t *prow, uint8_t *tok, uint8_t *ctx0,

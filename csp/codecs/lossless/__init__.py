@@ -91,7 +91,12 @@ def decode(data: bytes | bytearray | memoryview | np.ndarray, out: np.ndarray | 
 
 
 def stream_info(data: bytes | bytearray | memoryview | np.ndarray) -> tuple[tuple[int, int, int], np.dtype]:
-    """``((H, W, C), dtype)`` of a stream (validates magic, version, header checksum and sizes)."""
+    """``((H, W, C), dtype)`` of a stream (validates magic, version, header checksum and sizes).
+
+    The C extension's header check when it is built (every version, no copy: this runs once per tile
+    on the read path), else the reference's parsers."""
+    if IMPLEMENTATION == "c":
+        return _IMPL.decode_info(data)
     raw = memoryview(data).cast("B") if not isinstance(data, bytes) else data
     if len(raw) > 4 and raw[4] == 2:
         shape, dtype, _, _ = reference_v2.parse_header(raw)
