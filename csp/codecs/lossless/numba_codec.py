@@ -219,6 +219,22 @@ def _plane_range(xform, pl, maxv):
 
 
 @nb.njit(**_JIT)
+def _store_rct_pixel(out, y, x, yy, u, v, xform, maxv):
+    """Inverse RCT of one pixel's Y, U, V into ``out[y, x, :3]`` (all bitstream versions); False when a
+    sample leaves ``[0, maxv]`` (a corrupt stream)."""
+    v0 = v + (((xform - 1) * u) >> 2)
+    g = yy - ((u + v0) >> 2)
+    r = u + g
+    b = v0 + g
+    if r < 0 or r > maxv or g < 0 or g > maxv or b < 0 or b > maxv:
+        return False
+    out[y, x, 0] = r
+    out[y, x, 1] = g
+    out[y, x, 2] = b
+    return True
+
+
+@nb.njit(**_JIT)
 def _med_cost(P, h, w, lo, hi):
     """Sum of bit_length(|x - MED|) over the selection rows (colour transform choice)."""
     s = 0
@@ -786,17 +802,9 @@ def _decode_kernel(data, descs, h, w, c, xform, maxv, off, act0, act1, lvlt, out
     if xform:
         for y in range(h):
             for x in range(w):
-                yy = P[0, y + 1, x + 1]
-                u = P[1, y + 1, x + 1]
-                v = P[2, y + 1, x + 1] + (((xform - 1) * u) >> 2)
-                g = yy - ((u + v) >> 2)
-                r = u + g
-                bl = v + g
-                if r < 0 or r > maxv or g < 0 or g > maxv or bl < 0 or bl > maxv:
+                if not _store_rct_pixel(out, y, x, P[0, y + 1, x + 1], P[1, y + 1, x + 1], P[2, y + 1, x + 1],
+                                        xform, maxv):
                     return _E_RANGE
-                out[y, x, 0] = r
-                out[y, x, 1] = g
-                out[y, x, 2] = bl
     return 0
 
 

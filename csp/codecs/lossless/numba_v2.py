@@ -27,6 +27,7 @@ from csp.codecs.lossless.numba_codec import (
     _plane_range,
     _predict,
     _read_tables,
+    _store_rct_pixel,
     _write_freqs,
 )
 from csp.codecs.lossless.reference import ACT0_LUT, HEADER, MAGIC, NTOK, PROB_BITS, RANS_L, TOTAL, check_tile
@@ -298,17 +299,9 @@ def _decode_kernel(data, descs, h, w, c, xform, maxv, off, act, tnb, tbase, out)
     if xform:
         for y in range(h):
             for x in range(w):
-                yy = P[0, y + 1, x + 1]
-                u = P[1, y + 1, x + 1]
-                v = P[2, y + 1, x + 1] + (((xform - 1) * u) >> 2)
-                g = yy - ((u + v) >> 2)
-                r = u + g
-                bl = v + g
-                if r < 0 or r > maxv or g < 0 or g > maxv or bl < 0 or bl > maxv:
+                if not _store_rct_pixel(out, y, x, P[0, y + 1, x + 1], P[1, y + 1, x + 1], P[2, y + 1, x + 1],
+                                        xform, maxv):
                     return _E_RANGE
-                out[y, x, 0] = r
-                out[y, x, 1] = g
-                out[y, x, 2] = bl
     return 0
 
 

@@ -36,6 +36,7 @@ from csp.codecs.lossless.numba_codec import (
     _parse_tables,
     _plane_range,
     _predict,
+    _store_rct_pixel,
 )
 from csp.codecs.lossless.numba_v2 import _TOK_BASE, _TOK_NB
 from csp.codecs.lossless.reference import (
@@ -438,17 +439,9 @@ def _decode_kernel(data, descs, h, w, c, xform, maxv, toff, tlen, act0, act1, lv
             r = ((y + 1) * w2 + 1) * _NF
             for x in range(w):
                 q = r + x * _NF
-                yy = np.int64(Q[0, q])
-                u = np.int64(Q[1, q])
-                v = np.int64(Q[2, q]) + (((xform - 1) * u) >> 2)
-                g = yy - ((u + v) >> 2)
-                rr = u + g
-                bl = v + g
-                if rr < 0 or rr > maxv or g < 0 or g > maxv or bl < 0 or bl > maxv:
+                if not _store_rct_pixel(out, y, x, np.int64(Q[0, q]), np.int64(Q[1, q]), np.int64(Q[2, q]), xform,
+                                        maxv):
                     return _E_RANGE
-                out[y, x, 0] = rr
-                out[y, x, 1] = g
-                out[y, x, 2] = bl
     return 0
 
 
