@@ -61,6 +61,7 @@ STATES = struct.Struct(f"<{LANES}I")
 _TABLE_MAX = (30 * (8 + NTOK * 8) + 7) // 8
 
 
+@nb.njit(**_JIT)
 def lane_count(w: int) -> int:
     """Number of wavefront lanes ``L`` of a plane ``w`` samples wide."""
     return min(LANES, max(1, w // 2))
@@ -132,7 +133,7 @@ def _encode_kernel(src, maxv, act0, act1, lvlt, descs, tbuf, words, states):
             ss[base + i] = start[k, s]
             snb[base + i] = nbits
             sraw[base + i] = uu[i] & ((1 << nbits) - 1)
-    nl = min(LANES, max(1, w // 2))
+    nl = lane_count(w)
     ends = _lane_ends(h, w, nl)
     nsteps = ends.max()
     idx = _schedule(h, w, nl, ends, nsteps)
@@ -252,7 +253,7 @@ def _plane_steps(data, wpos, wend, xs, ent, tnb, tbase, desc, h, w, lo, hi, act0
     mode, ash, lsh = desc[1], 1 + desc[2], desc[3]
     w2 = w + 2
     up = w2 * _NF  # one row up
-    nl = min(LANES, max(1, w // 2))
+    nl = lane_count(w)
     ends = _lane_ends(h, w, nl)
     nsteps = ends.max()
     full_from = 2 * (nl - 1)  # from this step until the first lane ends, every lane is active
