@@ -1042,6 +1042,8 @@ done:
     return rc;
 }
 
+static int64_t csp_encode2_simd(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap,
+                                int simd);
 static int64_t csp_encode3_simd(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap,
                                 int simd);
 
@@ -1049,7 +1051,7 @@ int64_t csp_encode_ex(const void *src, int64_t h, int64_t w, int64_t c, int bps,
                       int version, int flags) {
     const int simd = !(flags & CSP_NO_SIMD) && csp_cpu_avx512();
     if (version == 1) return csp_encode1(src, h, w, c, bps, dst, cap, simd);
-    if (version == 2) return csp_encode2(src, h, w, c, bps, dst, cap);
+    if (version == 2) return csp_encode2_simd(src, h, w, c, bps, dst, cap, simd);
     if (version == 3) return csp_encode3_simd(src, h, w, c, bps, dst, cap, simd);
     return CSP_E_VERSION;
 }

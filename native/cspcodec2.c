@@ -171,6 +171,12 @@ static int64_t v2_encode_plane(v2enc_t *S, const luts_t *L, int64_t h, int64_t w
 }
 
 int64_t csp_encode2(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap) {
+    return csp_encode2_simd(src, h, w, c, bps, dst, cap, csp_cpu_avx512());
+}
+
+/* csp_encode2; simd: the AVX-512 row kernels (plane fill, transform choice) may be used. */
+static int64_t csp_encode2_simd(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap,
+                                int simd) {
     int64_t bound = csp_encode_bound(h, w, c, bps);
     if (bound < 0 || !src || !dst) return CSP_E_ARG;
     const int64_t W2 = w + 2, N = h * w;
@@ -186,13 +192,13 @@ int64_t csp_encode2(const void *src, int64_t h, int64_t w, int64_t c, int bps, u
     if (!S.P || !S.tok || !S.words) { ret = CSP_E_NOMEM; goto done; }
     S.R = S.P + PS; S.R0 = S.R + N; S.ab = S.R0 + N; S.ctx = S.tok + N; S.raw = S.ctx + N;
     luts_t L; make_luts(&L);
-    int xform = choose_xform(src, bps, h, w, c, maxv, S.P, csp_cpu_avx512());
+    int xform = choose_xform(src, bps, h, w, c, maxv, S.P, simd);
     memcpy(dst, MAGIC, 4);
     dst[4] = 2; dst[5] = (uint8_t)bps; dst[6] = (uint8_t)xform; dst[7] = 0;
     wr32(dst + 8, (uint32_t)h); wr32(dst + 12, (uint32_t)w); wr16(dst + 16, (uint32_t)c); wr16(dst + 18, 0);
     int64_t pos = hlen + 4;
     for (int64_t pl = 0; pl < c; pl++) {
-        fill_plane(src, bps, h, w, c, xform, (int)pl, S.P, 0, csp_cpu_avx512());
+        fill_plane(src, bps, h, w, c, xform, (int)pl, S.P, 0, simd);
         int64_t n = v2_encode_plane(&S, &L, h, w, plane_range(xform, (int)pl, maxv), bps == 2,
                                     pl == 0 ? S.R0 : S.R, (xform && pl > 0) ? S.R0 : NULL,
                                     dst + HEADER_SIZE + V2_PLANE_SIZE * pl, dst + pos, cap - pos);
