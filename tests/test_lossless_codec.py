@@ -297,6 +297,24 @@ def test_forged_huge_shape_is_rejected() -> None:
                 impl.decode(bytes(bad))
 
 
+N_VARIANTS = 3 + 6  #: per stream: intact, half, minus its last byte, six single-bit flips
+
+
+def _stream_variants(tmp_path: Path, streams: list[bytes], rng: np.random.Generator, first_flip: int) -> list[str]:
+    """Files of N_VARIANTS variants of every stream (the intact one first; flips at or after first_flip)."""
+    files = []
+    for j, data in enumerate(streams):
+        variants = [data, data[: len(data) // 2], data[:-1]]
+        for _ in range(N_VARIANTS - 3):
+            i = int(rng.integers(first_flip, len(data)))
+            variants.append(data[:i] + bytes([data[i] ^ (1 << int(rng.integers(8)))]) + data[i + 1:])
+        for k, v in enumerate(variants):
+            p = tmp_path / f"s{j}-{k}.csp"
+            p.write_bytes(v)
+            files.append(str(p))
+    return files
+
+
 @needs_c
 @pytest.mark.skipif(shutil.which("valgrind") is None or shutil.which("cc") is None,
                     reason="valgrind or a C compiler is not available")
@@ -304,27 +322,17 @@ def test_c_decoder_under_valgrind(tmp_path: Path) -> None:
     exe = tmp_path / "harness"
     subprocess.run(["cc", "-O1", "-g", "-std=c99", f"-I{REPO / 'native'}", str(REPO / "native" / "cspcodec.c"),
                     str(REPO / "native" / "csp_decode_harness.c"), "-o", str(exe)], check=True)
-    rng = np.random.default_rng(5)
-    files = []
-    wide = tmp_path / "wide-v3.csp"  # 32 lanes (the AVX-512 path where the CPU has it; valgrind has not)
-    wide.write_bytes(lossless.encode(make_tile((70, 96, 3), np.uint8, "gradient", 2), version=3))
-    names = [*GOLDEN, *(f"v2/{n}" for n in GOLDEN_V2), *(f"v3/{n}" for n in GOLDEN_V3), str(wide)[:-4]]
-    for j, name in enumerate(names):
-        data = (FIXTURES / f"{name}.csp").read_bytes()  # (an absolute path for the wide stream)
-        variants = [data, data[: len(data) // 2], data[:-1]]
-        for _ in range(6):
-            i = int(rng.integers(60, len(data)))
-            variants.append(data[:i] + bytes([data[i] ^ (1 << int(rng.integers(8)))]) + data[i + 1:])
-        for k, v in enumerate(variants):
-            p = tmp_path / f"s{j}-{k}.csp"
-            p.write_bytes(v)
-            files.append(str(p))
+    names = [*GOLDEN, *(f"v2/{n}" for n in GOLDEN_V2), *(f"v3/{n}" for n in GOLDEN_V3)]
+    streams = [(FIXTURES / f"{name}.csp").read_bytes() for name in names]
+    # 32 lanes (the AVX-512 path where the CPU has it; valgrind has not)
+    streams.append(lossless.encode(make_tile((70, 96, 3), np.uint8, "gradient", 2), version=3))
+    files = _stream_variants(tmp_path, streams, np.random.default_rng(5), 60)
     res = subprocess.run(["valgrind", "--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=all",
                           "-q", str(exe), *files], check=False, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-4000:]
     codes = [int(line.split()[-1]) for line in res.stdout.splitlines()]
     assert len(codes) == len(files)
-    assert codes[:: 3 + 6] == [0] * (len(GOLDEN) + len(GOLDEN_V2) + len(GOLDEN_V3) + 1)  # the intact streams
+    assert codes[::N_VARIANTS] == [0] * len(streams)  # the intact streams decode
     assert any(c < 0 for c in codes)
 
 
@@ -342,25 +350,14 @@ def test_c_codec_under_address_sanitizer(tmp_path: Path) -> None:
                          check=False, capture_output=True, text=True)
     if res.returncode != 0:
         pytest.skip(f"no sanitizer runtime: {res.stderr[-300:]}")
-    rng = np.random.default_rng(9)
-    files = []
     tiles = [make_tile((96, 240, 3), np.uint8, "noise", 1), make_tile((70, 130, 3), np.uint16, "edges", 2),
              make_tile((64, 64, 1), np.uint8, "gradient", 3)]
-    for j, tile in enumerate(tiles):
-        data = lossless.encode(tile, version=3)
-        variants = [data, data[: len(data) // 2], data[:-1]]
-        for _ in range(6):
-            i = int(rng.integers(40, len(data)))
-            variants.append(data[:i] + bytes([data[i] ^ (1 << int(rng.integers(8)))]) + data[i + 1:])
-        for k, v in enumerate(variants):
-            p = tmp_path / f"t{j}-{k}.csp"
-            p.write_bytes(v)
-            files.append(str(p))
+    files = _stream_variants(tmp_path, [lossless.encode(t, version=3) for t in tiles], np.random.default_rng(9), 40)
     res = subprocess.run([str(exe), *files], check=False, capture_output=True, text=True, timeout=300,
                          env={"ASAN_OPTIONS": "detect_leaks=1", "PATH": "/usr/bin:/bin"})
     assert res.returncode == 0, res.stderr[-4000:]
     codes = [int(line.split()[-1]) for line in res.stdout.splitlines()]
-    assert len(codes) == len(files) and codes[:: 3 + 6] == [0] * len(tiles)
+    assert len(codes) == len(files) and codes[::N_VARIANTS] == [0] * len(tiles)
 
 
 # ------------------------------------------------------------------------------------- integration
