@@ -23,6 +23,7 @@
 #define PRED_SEL3 4
 #define MAX_CTX 32
 #define NLVL 6
+#define N_JOINT (16 * NLVL) /* joint context classes of the encoder: mode-0 context x level class */
 #define HEADER_SIZE 20
 #define PLANE_SIZE (8 + 8 * N_STREAMS)
 

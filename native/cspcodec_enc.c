@@ -127,6 +127,18 @@ typedef struct {
     uint32_t freq[MAX_CTX][NTOK], start[MAX_CTX][NTOK];
 } plane_model_t;
 
+/* Contexts of the joint classes j = mode-0 context * NLVL + level class: map0[j] in mode 0, map1[j] in
+ * mode 1 (the mode-1 activity classes are the first five mode-0 contexts, the rest merged into the last). */
+static void joint_ctx(const luts_t *L, uint8_t map0[N_JOINT], uint8_t map1[N_JOINT]) {
+    for (int j = 0; j < N_JOINT; j++) {
+        int a0 = j / NLVL, a1 = 0;
+        /* act1 is constant over each mode-0 context (its thresholds are a subset of act0's) */
+        for (int act = 0; act < 256; act++) if (L->act0[act] == a0) { a1 = L->act1[act]; break; }
+        map0[j] = (uint8_t)a0;
+        map1[j] = (uint8_t)(a1 + j % NLVL);
+    }
+}
+
 static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t w, range_t rg, int is16,
                           int32_t *Eout, const int32_t *Ecross, plane_model_t *M, bitw_t *bw) {
     const int64_t W2 = w + 2;
@@ -140,13 +152,15 @@ static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t 
         ashift = bitlen64((uint64_t)(sads[kind] / cnt)) - 3; if (ashift < 0) ashift = 0;
         lshift = bitlen64((uint64_t)(asum / cnt)) - 5; if (lshift < 0) lshift = 0;
     }
-    uint32_t hist0[16 * NTOK], hist1[30 * NTOK], hist0b[16 * NTOK], hist1b[30 * NTOK]; /* b: odd columns */
+    uint32_t hist0[16 * NTOK], hist1[30 * NTOK];
     memset(hist0, 0, sizeof hist0); memset(hist1, 0, sizeof hist1);
-    memset(hist0b, 0, sizeof hist0b); memset(hist1b, 0, sizeof hist1b);
     memset(Eout, 0, sizeof(int32_t) * (size_t)W2);
     int64_t i = 0;
     const int simd = CSP_X86_AVX512 && S->simd && w < 65536;
     int32_t *prow = simd ? (int32_t *)malloc(sizeof(int32_t) * (size_t)w) : NULL;
+    /* the vector path counts (joint class, token) once per sample; both modes' histograms follow */
+    uint32_t *hj = prow ? (uint32_t *)calloc(4 * N_JOINT * NTOK, sizeof(uint32_t)) : NULL; /* 4 copies */
+    if (prow && !hj) { free(prow); prow = NULL; }
     for (int64_t y = 0; y < h; y++) {
         const int32_t *pr = S->P + y * W2, *cr = pr + W2;
         const int32_t *pe = Eout + y * W2;
@@ -158,15 +172,16 @@ static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t 
 #if CSP_X86_AVX512
         if (prow) { /* the row's predictor errors are in EM/EA/EG already (predictor_errors) */
             enc_model_row(kind, pr, cr, pe, ce, xe, pem, cem, pea, cea, peg, ceg, w, rg, ashift, lshift, L, prow,
-                          S->tok + i, S->ctx0 + i, S->ctx1 + i, S->u + i);
-            /* two histogram copies (even and odd columns) halve the chains of dependent increments */
-            const uint8_t *tk = S->tok + i, *k0 = S->ctx0 + i, *k1 = S->ctx1 + i;
+                          S->tok + i, S->ctx0 + i, S->u + i);
+            const uint8_t *tk = S->tok + i, *jc = S->ctx0 + i;
+            /* two copies (even and odd columns) halve the chains of dependent increments */
+            uint32_t *hb = hj + N_JOINT * NTOK, *hc = hb + N_JOINT * NTOK, *hd = hc + N_JOINT * NTOK;
             int64_t x = 0;
-            for (; x + 1 < w; x += 2) {
-                hist0[k0[x] * NTOK + tk[x]]++; hist1[k1[x] * NTOK + tk[x]]++;
-                hist0b[k0[x + 1] * NTOK + tk[x + 1]]++; hist1b[k1[x + 1] * NTOK + tk[x + 1]]++;
+            for (; x + 3 < w; x += 4) {
+                hj[jc[x] * NTOK + tk[x]]++; hb[jc[x + 1] * NTOK + tk[x + 1]]++;
+                hc[jc[x + 2] * NTOK + tk[x + 2]]++; hd[jc[x + 3] * NTOK + tk[x + 3]]++;
             }
-            if (x < w) { hist0[k0[x] * NTOK + tk[x]]++; hist1[k1[x] * NTOK + tk[x]]++; }
+            for (; x < w; x++) hj[jc[x] * NTOK + tk[x]]++;
             i += w;
             continue;
         }
@@ -206,10 +221,21 @@ static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t 
             hist0[k0 * NTOK + t]++; hist1[k1 * NTOK + t]++;
         }
     }
-    free(prow);
-    for (int k = 0; k < 16 * NTOK; k++) hist0[k] += hist0b[k];
-    for (int k = 0; k < 30 * NTOK; k++) hist1[k] += hist1b[k];
+    uint8_t map0[N_JOINT], map1[N_JOINT];
+    if (hj) joint_ctx(L, map0, map1);
+    if (hj) /* the histograms of both modes from the joint one */
+        for (int j = 0; j < N_JOINT; j++)
+            for (int s = 0; s < NTOK; s++) {
+                const uint32_t n = hj[j * NTOK + s] + hj[(N_JOINT + j) * NTOK + s] + hj[(2 * N_JOINT + j) * NTOK + s]
+                                   + hj[(3 * N_JOINT + j) * NTOK + s];
+                hist0[map0[j] * NTOK + s] += n;
+                hist1[map1[j] * NTOK + s] += n;
+            }
     int mode = hist_cost(hist1, 30) < hist_cost(hist0, 16) ? 1 : 0;
+#if CSP_X86_AVX512
+    if (hj) enc_map_joint(S->ctx0, mode ? map1 : map0, mode ? S->ctx1 : S->ctx0, h * w); /* joint -> context */
+#endif
+    free(prow); free(hj);
     const uint32_t *hist = mode ? hist1 : hist0;
     int nctx = N_CTX[mode];
     memset(M->freq, 0, sizeof M->freq);
@@ -281,10 +307,55 @@ static int64_t encode_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_
     return pos;
 }
 
+#if CSP_X86_AVX512
+/* choose_xform of a three-channel tile with every candidate plane filled in one pass per row (the same
+ * costs as the plane-by-plane path): buf holds the padded row pair (above, current) of the N_CAND
+ * candidates, 2 * N_CAND * (w + 2) samples. */
+static int choose_xform_fused(const void *src, int bps, int64_t h, int64_t w, int32_t *buf) {
+    const int64_t W2 = w + 2;
+    static const int8_t cand_xf[N_CAND] = {0, 0, 0, 1, 1, 1, 2, 3, 4, 5}, cand_pl[N_CAND] = {0, 1, 2, 0, 1, 2, 2, 2, 2, 2};
+    int64_t cc[N_CAND] = {0};
+    int32_t *above[N_CAND], *cur[N_CAND];
+    for (int j = 0; j < N_CAND; j++) { above[j] = buf + (2 * j) * W2; cur[j] = above[j] + W2; }
+    if (h == 1) memset(buf, 0, sizeof(int32_t) * (size_t)(2 * N_CAND * W2)); /* the row above row 0 is zero */
+    for (int64_t y = (h > 1 ? 1 : 0); y < h; y += 4) {
+        int32_t *ra[N_CAND], *rc[N_CAND];
+        for (int j = 0; j < N_CAND; j++) { ra[j] = above[j] + 1; rc[j] = cur[j] + 1; }
+        if (y > 0) enc_fill_row_cands((const uint8_t *)src + (y - 1) * w * 3 * bps, bps, w, ra);
+        enc_fill_row_cands((const uint8_t *)src + y * w * 3 * bps, bps, w, rc);
+        for (int j = 0; j < N_CAND; j++) {
+            if (y > 0) {
+                above[j][0] = y > 1 ? plane_sample(src, bps, w, 3, cand_xf[j], cand_pl[j], y - 2, 0) : 0;
+                above[j][w + 1] = above[j][w];
+            }
+            cur[j][0] = above[j][1] * (y > 0);
+            cur[j][w + 1] = cur[j][w];
+            cc[j] += enc_med_cost_row(above[j], cur[j], w);
+        }
+    }
+    int64_t cost[N_XFORM];
+    cost[0] = cc[0] + cc[1] + cc[2];
+    for (int xf = 1; xf < N_XFORM; xf++) cost[xf] = cc[3] + cc[4] + cc[4 + xf];
+    int xform = 0;
+    for (int xf = 1; xf < N_XFORM; xf++) if (cost[xf] < cost[xform]) xform = xf;
+    return xform;
+}
+#endif
+
 /* Colour transform of a tile (§2): none or RCT k = 0..4 by the MED cost of the selection rows; P is
  * a padded plane scratch buffer. */
 static int choose_xform(const void *src, int bps, int64_t h, int64_t w, int64_t c, int32_t maxv, int32_t *P, int simd) {
     int xform = 0;
+#if CSP_X86_AVX512
+    if (c == 3 && simd && w < 65536) {
+        int32_t *buf = (int32_t *)malloc(sizeof(int32_t) * (size_t)(2 * N_CAND * (w + 2)));
+        if (buf) {
+            xform = choose_xform_fused(src, bps, h, w, buf);
+            free(buf);
+            return xform;
+        }
+    }
+#endif
     if (c == 3) {
         /* none, then RCT with k = 0..4; Y and U are the same for every k */
         int64_t cost[N_XFORM] = {0}, yu = 0;

@@ -53,41 +53,78 @@ CSP_AVX512_TARGET static inline __m512i enc_score(const int32_t *pe, const int32
     return _mm512_add_epi32(_mm512_slli_epi32(two, 1), _mm512_add_epi32(ENC_LD(m, pe + x), ENC_LD(m, pe + x + 2)));
 }
 
-/* One row of plane pl of an interleaved three-channel tile (fill_plane): the channel, or under RCT
- * (xform = 1 + k) Y = (R + 2G + B) >> 2, U = R - G, V = (B - G) - ((k U) >> 2). */
-CSP_AVX512_TARGET static void enc_fill_row_rgb(const uint8_t *src, int bps, int64_t w, int xform, int pl, int32_t *row) {
+/* R, G, B of the n <= 16 pixels at src (interleaved, bps bytes per sample) as 32-bit lanes. */
+typedef struct { __m512i IB, IW, IW2; } enc_rgb_idx_t;
+
+CSP_AVX512_TARGET static inline enc_rgb_idx_t enc_rgb_idx(void) {
     uint8_t ib[64];
     uint16_t iw[32];
     for (int i = 0; i < 64; i++) ib[i] = (uint8_t)(i < 48 ? (i % 16) * 3 + i / 16 : 0); /* R, G, B bytes */
     for (int i = 0; i < 32; i++) iw[i] = (uint16_t)((i % 16) * 3 + (i / 16)); /* R, G words (B: + 2) */
-    const __m512i IB = _mm512_loadu_si512(ib), IW = _mm512_loadu_si512(iw);
-    const __m512i IW2 = _mm512_add_epi16(IW, _mm512_set1_epi16(2));
+    enc_rgb_idx_t I;
+    I.IB = _mm512_loadu_si512(ib); I.IW = _mm512_loadu_si512(iw);
+    I.IW2 = _mm512_add_epi16(I.IW, _mm512_set1_epi16(2));
+    return I;
+}
+
+CSP_AVX512_TARGET static inline void enc_load_rgb(const enc_rgb_idx_t *I, const uint8_t *src, int bps, int64_t n, __m512i *r,
+                                                 __m512i *g, __m512i *b) {
+    if (bps == 1) {
+        const __m512i z = _mm512_maskz_loadu_epi8((__mmask64)((1ull << (3 * n)) - 1), (const void *)src);
+        const __m512i p = _mm512_permutexvar_epi8(I->IB, z);
+        *r = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(p));
+        *g = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(p, 1));
+        *b = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(p, 2));
+    } else {
+        const uint16_t *s16 = (const uint16_t *)(const void *)src;
+        const int64_t nw = 3 * n;
+        const __m512i lo = _mm512_maskz_loadu_epi16((__mmask32)(nw >= 32 ? 0xFFFFFFFFu : ((1u << nw) - 1)), (const void *)s16);
+        const __m512i hi = _mm512_maskz_loadu_epi16((__mmask32)(nw > 32 ? ((1u << (nw - 32)) - 1) : 0), (const void *)(s16 + 32));
+        const __m512i rg = _mm512_permutex2var_epi16(lo, I->IW, hi), bb = _mm512_permutex2var_epi16(lo, I->IW2, hi);
+        *r = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(rg));
+        *g = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(rg, 1));
+        *b = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(bb));
+    }
+}
+
+/* One row of plane pl of an interleaved three-channel tile (fill_plane): the channel, or under RCT
+ * (xform = 1 + k) Y = (R + 2G + B) >> 2, U = R - G, V = (B - G) - ((k U) >> 2). */
+CSP_AVX512_TARGET static void enc_fill_row_rgb(const uint8_t *src, int bps, int64_t w, int xform, int pl, int32_t *row) {
+    const enc_rgb_idx_t I = enc_rgb_idx();
     const __m512i k = _mm512_set1_epi32(xform ? xform - 1 : 0);
     for (int64_t x = 0; x < w; x += 16) {
         const int64_t n = w - x < 16 ? w - x : 16;
         __m512i r, g, b;
-        if (bps == 1) {
-            const __m512i z = _mm512_maskz_loadu_epi8((__mmask64)((1ull << (3 * n)) - 1), (const void *)(src + 3 * x));
-            const __m512i p = _mm512_permutexvar_epi8(IB, z);
-            r = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(p));
-            g = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(p, 1));
-            b = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(p, 2));
-        } else {
-            const uint16_t *s16 = (const uint16_t *)(const void *)src + 3 * x;
-            const int64_t nw = 3 * n;
-            const __m512i lo = _mm512_maskz_loadu_epi16((__mmask32)(nw >= 32 ? 0xFFFFFFFFu : ((1u << nw) - 1)), (const void *)s16);
-            const __m512i hi = _mm512_maskz_loadu_epi16((__mmask32)(nw > 32 ? ((1u << (nw - 32)) - 1) : 0), (const void *)(s16 + 32));
-            const __m512i rg = _mm512_permutex2var_epi16(lo, IW, hi), bb = _mm512_permutex2var_epi16(lo, IW2, hi);
-            r = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(rg));
-            g = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(rg, 1));
-            b = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(bb));
-        }
+        enc_load_rgb(&I, src + 3 * x * bps, bps, n, &r, &g, &b);
         __m512i v;
         if (!xform) v = pl == 0 ? r : (pl == 1 ? g : b);
         else if (pl == 0) v = _mm512_srai_epi32(_mm512_add_epi32(_mm512_add_epi32(r, b), _mm512_slli_epi32(g, 1)), 2);
         else if (pl == 1) v = _mm512_sub_epi32(r, g);
         else v = _mm512_sub_epi32(_mm512_sub_epi32(b, g), _mm512_srai_epi32(_mm512_mullo_epi32(k, _mm512_sub_epi32(r, g)), 2));
         _mm512_mask_storeu_epi32((void *)(row + x), (__mmask16)((1u << n) - 1), v);
+    }
+}
+
+/* One row of each of the N_CAND planes choose_xform compares (see XF_CAND), in one pass over the pixels:
+ * R, G, B, then Y, U, then V for k = 0 .. N_XFORM - 2. rows[j] points at column 0 of candidate j. */
+#define N_CAND (3 + 2 + (N_XFORM - 1))
+CSP_AVX512_TARGET static void enc_fill_row_cands(const uint8_t *src, int bps, int64_t w, int32_t *const rows[N_CAND]) {
+    const enc_rgb_idx_t I = enc_rgb_idx();
+    for (int64_t x = 0; x < w; x += 16) {
+        const int64_t n = w - x < 16 ? w - x : 16;
+        const __mmask16 m = (__mmask16)((1u << n) - 1);
+        __m512i r, g, b;
+        enc_load_rgb(&I, src + 3 * x * bps, bps, n, &r, &g, &b);
+        const __m512i u = _mm512_sub_epi32(r, g), bg = _mm512_sub_epi32(b, g);
+        _mm512_mask_storeu_epi32((void *)(rows[0] + x), m, r);
+        _mm512_mask_storeu_epi32((void *)(rows[1] + x), m, g);
+        _mm512_mask_storeu_epi32((void *)(rows[2] + x), m, b);
+        _mm512_mask_storeu_epi32((void *)(rows[3] + x), m,
+                                 _mm512_srai_epi32(_mm512_add_epi32(_mm512_add_epi32(r, b), _mm512_slli_epi32(g, 1)), 2));
+        _mm512_mask_storeu_epi32((void *)(rows[4] + x), m, u);
+        for (int k = 0; k < N_XFORM - 1; k++)
+            _mm512_mask_storeu_epi32((void *)(rows[5 + k] + x), m,
+                                     _mm512_sub_epi32(bg, _mm512_srai_epi32(_mm512_mullo_epi32(_mm512_set1_epi32(k), u), 2)));
     }
 }
 
@@ -144,13 +181,14 @@ CSP_AVX512_TARGET static void enc_errors_row(const int32_t *pr, const int32_t *c
 }
 
 /* The main model pass of one row for predictor kind: residual magnitudes (ce, padded), and per sample the
- * token, both contexts and the residual code u (tok, ctx0, ctx1, u at the row's sample index). em/ea/eg
- * hold the row's predictor errors already (enc_errors_row). */
+ * token, the joint context class (mode-0 context * NLVL + level class, from which both modes' contexts
+ * follow: see joint_ctx) and the residual code u (tok, joint, u at the row's sample index). em/ea/eg hold
+ * the row's predictor errors already (enc_errors_row). */
 CSP_AVX512_TARGET static void enc_model_row(int kind, const int32_t *pr, const int32_t *cr, const int32_t *pe, int32_t *ce,
                                      const int32_t *xe, const int32_t *pem, const int32_t *cem, const int32_t *pea,
                                      const int32_t *cea, const int32_t *peg, const int32_t *ceg, int64_t w, range_t rg,
-                                     int ashift, int lshift, const luts_t *L, int32_t *prow, uint8_t *tok, uint8_t *ctx0,
-                                     uint8_t *ctx1, uint32_t *u) {
+                                     int ashift, int lshift, const luts_t *L, int32_t *prow, uint8_t *tok, uint8_t *joint,
+                                     uint32_t *u) {
     const __m512i lo = _mm512_set1_epi32(rg.lo), hi = _mm512_set1_epi32(rg.hi);
     const __m512i three = _mm512_set1_epi32(3), c16 = _mm512_set1_epi32(16);
     for (int64_t x = 0; x < w; x += 16) { /* prediction, residual, token */
@@ -181,9 +219,9 @@ CSP_AVX512_TARGET static void enc_model_row(int kind, const int32_t *pr, const i
         _mm512_mask_storeu_epi32((void *)(u + x), m, uu);
         _mm_mask_storeu_epi8((void *)(tok + x), m, _mm512_cvtepi32_epi8(t));
     }
-    uint8_t t_act0[64], t_act1[64], t_lvl[64];
-    for (int i = 0; i < 64; i++) { t_act0[i] = L->act0[i]; t_act1[i] = L->act1[i]; t_lvl[i] = L->lvl[i & 31]; }
-    const __m512i T0 = _mm512_loadu_si512(t_act0), T1 = _mm512_loadu_si512(t_act1), TL = _mm512_loadu_si512(t_lvl);
+    uint8_t t_act0[64], t_lvl[64];
+    for (int i = 0; i < 64; i++) { t_act0[i] = (uint8_t)(L->act0[i] * NLVL); t_lvl[i] = L->lvl[i & 31]; }
+    const __m512i T0 = _mm512_loadu_si512(t_act0), TL = _mm512_loadu_si512(t_lvl);
     const __m128i sh = _mm_cvtsi32_si128(1 + ashift), shl = _mm_cvtsi32_si128(lshift);
     for (int64_t x = 0; x < w; x += 16) { /* contexts (need the left residual: the row's ce is complete) */
         const __mmask16 m = enc_tail(x, w);
@@ -197,10 +235,19 @@ CSP_AVX512_TARGET static void enc_model_row(int kind, const int32_t *pr, const i
         const __m512i p = ENC_LD(m, prow + x);
         const __m512i lv = _mm512_min_epi32(_mm512_srl_epi32(_mm512_max_epi32(p, _mm512_setzero_si512()), shl),
                                             _mm512_set1_epi32(31));
-        const __m512i k0 = _mm512_permutexvar_epi8(act, T0);
-        const __m512i k1 = _mm512_add_epi32(_mm512_permutexvar_epi8(act, T1), _mm512_permutexvar_epi8(lv, TL));
-        _mm_mask_storeu_epi8((void *)(ctx0 + x), m, _mm512_cvtepi32_epi8(k0));
-        _mm_mask_storeu_epi8((void *)(ctx1 + x), m, _mm512_cvtepi32_epi8(k1));
+        const __m512i j = _mm512_add_epi32(_mm512_permutexvar_epi8(act, T0), _mm512_permutexvar_epi8(lv, TL));
+        _mm_mask_storeu_epi8((void *)(joint + x), m, _mm512_cvtepi32_epi8(j));
+    }
+}
+/* ctx[i] = map[joint[i]] for n samples (map: N_JOINT entries). */
+CSP_AVX512_TARGET static void enc_map_joint(const uint8_t *joint, const uint8_t *map, uint8_t *ctx, int64_t n) {
+    uint8_t t[128] = {0};
+    memcpy(t, map, N_JOINT);
+    const __m512i T0 = _mm512_loadu_si512(t), T1 = _mm512_loadu_si512(t + 64);
+    for (int64_t i = 0; i < n; i += 64) {
+        const __mmask64 m = n - i >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (n - i)) - 1);
+        const __m512i j = _mm512_maskz_loadu_epi8(m, (const void *)(joint + i));
+        _mm512_mask_storeu_epi8((void *)(ctx + i), m, _mm512_permutex2var_epi8(T0, j, T1));
     }
 }
 #else
