@@ -7,6 +7,7 @@ typedef struct {
     int32_t *E, *E0;   /* padded |e| of the current plane and of plane 0 (cross-plane context) */
     int32_t *EM, *EA, *EG;  /* padded |x - MED|, |x - AVG4|, |x - GRAD| (for PRED_SEL, PRED_SEL3) */
     uint8_t *tok, *ctx0, *ctx1;
+    uint8_t *sel;      /* vector path: per sample of the plane, the SEL (bit 0) and SEL3 (bit 1) choices */
     uint32_t *u;
     uint16_t *words;   /* rANS words, filled backwards */
     int simd;          /* the AVX-512 row kernels of the model analysis may be used */
@@ -37,22 +38,29 @@ static inline int32_t grad_pred(int32_t a, int32_t b, int32_t c, int32_t lo, int
 /* Absolute-error sums and bit-length costs of every predictor over the whole plane, in one pass; also
  * fills EM/EA/EG (|x - MED|, |x - AVG4|, |x - GRAD|). */
 static void predictor_errors(enc_scratch_t *S, int64_t h, int64_t w, range_t rg, int64_t sads[N_PRED],
-                             int64_t costs[N_PRED]) {
+                             int64_t costs[N_PRED], int vec) {
     const int64_t W2 = w + 2;
     memset(S->EM, 0, sizeof(int32_t) * (size_t)W2);
     memset(S->EA, 0, sizeof(int32_t) * (size_t)W2);
     memset(S->EG, 0, sizeof(int32_t) * (size_t)W2);
     int64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0;
     for (int k = 0; k < N_PRED; k++) sads[k] = costs[k] = 0;
-    const int simd = CSP_X86_AVX512 && S->simd && w < 65536;
     for (int64_t y = 0; y < h; y++) {
         const int32_t *pr = S->P + y * W2, *cr = pr + W2;
+#if CSP_X86_AVX512
+        if (vec) { /* EM/EA/EG rows alternate between rows 0 and 1; the model pass reads only S->sel */
+            const int64_t po = (y & 1) * W2, co = ((y + 1) & 1) * W2;
+            int32_t *em = S->EM + co, *ea = S->EA + co, *eg = S->EG + co;
+            em[0] = em[w + 1] = ea[0] = ea[w + 1] = eg[0] = eg[w + 1] = 0;
+            enc_errors_row(pr, cr, S->EM + po, S->EA + po, S->EG + po, em, ea, eg, w, rg, sads, costs, S->sel + y * w);
+            continue;
+        }
+#else
+        (void)vec;
+#endif
         const int32_t *pem = S->EM + y * W2, *pea = S->EA + y * W2, *peg = S->EG + y * W2;
         int32_t *em = S->EM + (y + 1) * W2, *ea = S->EA + (y + 1) * W2, *eg = S->EG + (y + 1) * W2;
         em[0] = em[w + 1] = ea[0] = ea[w + 1] = eg[0] = eg[w + 1] = 0;
-#if CSP_X86_AVX512
-        if (simd) { enc_errors_row(pr, cr, pem, pea, peg, em, ea, eg, w, rg, sads, costs); continue; }
-#endif
         for (int64_t x = 0; x < w; x++) {
             int32_t a = cr[x], b = pr[x + 1], c = pr[x], d = pr[x + 2], v = cr[x + 1];
             int32_t pm = predict(0, a, b, c, d, rg.lo, rg.hi), pa = predict(1, a, b, c, d, rg.lo, rg.hi);
@@ -142,8 +150,11 @@ static void joint_ctx(const luts_t *L, uint8_t map0[N_JOINT], uint8_t map1[N_JOI
 static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t w, range_t rg, int is16,
                           int32_t *Eout, const int32_t *Ecross, plane_model_t *M, bitw_t *bw) {
     const int64_t W2 = w + 2;
+    /* the vector path counts (joint class, token) once per sample; both modes' histograms follow */
+    const int simd = CSP_X86_AVX512 && S->simd && w < 65536;
+    uint32_t *hj = simd ? (uint32_t *)calloc(4 * N_JOINT * NTOK, sizeof(uint32_t)) : NULL; /* 4 copies */
     int64_t sads[N_PRED], costs[N_PRED];
-    predictor_errors(S, h, w, rg, sads, costs);
+    predictor_errors(S, h, w, rg, sads, costs, hj != NULL);
     int kind = 0;
     for (int k = 1; k < N_PRED; k++) if (costs[k] < costs[kind]) kind = k;
     int ashift = 0, lshift = 0;
@@ -156,23 +167,15 @@ static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t 
     memset(hist0, 0, sizeof hist0); memset(hist1, 0, sizeof hist1);
     memset(Eout, 0, sizeof(int32_t) * (size_t)W2);
     int64_t i = 0;
-    const int simd = CSP_X86_AVX512 && S->simd && w < 65536;
-    int32_t *prow = simd ? (int32_t *)malloc(sizeof(int32_t) * (size_t)w) : NULL;
-    /* the vector path counts (joint class, token) once per sample; both modes' histograms follow */
-    uint32_t *hj = prow ? (uint32_t *)calloc(4 * N_JOINT * NTOK, sizeof(uint32_t)) : NULL; /* 4 copies */
-    if (prow && !hj) { free(prow); prow = NULL; }
     for (int64_t y = 0; y < h; y++) {
         const int32_t *pr = S->P + y * W2, *cr = pr + W2;
         const int32_t *pe = Eout + y * W2;
         int32_t *ce = Eout + (y + 1) * W2;
         const int32_t *xe = Ecross ? Ecross + (y + 1) * W2 : NULL;
-        const int32_t *pem = S->EM + y * W2, *pea = S->EA + y * W2, *peg = S->EG + y * W2;
-        int32_t *cem = S->EM + (y + 1) * W2, *cea = S->EA + (y + 1) * W2, *ceg = S->EG + (y + 1) * W2;
         ce[0] = ce[w + 1] = 0;
 #if CSP_X86_AVX512
-        if (prow) { /* the row's predictor errors are in EM/EA/EG already (predictor_errors) */
-            enc_model_row(kind, pr, cr, pe, ce, xe, pem, cem, pea, cea, peg, ceg, w, rg, ashift, lshift, L, prow,
-                          S->tok + i, S->ctx0 + i, S->u + i);
+        if (hj) { /* the row's SEL/SEL3 choices are in S->sel already (predictor_errors) */
+            enc_model_row(kind, pr, cr, pe, ce, xe, S->sel + i, w, rg, ashift, lshift, L, S->tok + i, S->ctx0 + i, S->u + i);
             const uint8_t *tk = S->tok + i, *jc = S->ctx0 + i;
             /* two copies (even and odd columns) halve the chains of dependent increments */
             uint32_t *hb = hj + N_JOINT * NTOK, *hc = hb + N_JOINT * NTOK, *hd = hc + N_JOINT * NTOK;
@@ -186,6 +189,8 @@ static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t 
             continue;
         }
 #endif
+        const int32_t *pem = S->EM + y * W2, *pea = S->EA + y * W2, *peg = S->EG + y * W2;
+        int32_t *cem = S->EM + (y + 1) * W2, *cea = S->EA + (y + 1) * W2, *ceg = S->EG + (y + 1) * W2;
         cem[0] = cem[w + 1] = cea[0] = cea[w + 1] = ceg[0] = ceg[w + 1] = 0;
         for (int64_t x = 0; x < w; x++, i++) {
             int32_t a = cr[x], b = pr[x + 1], c = pr[x], d = pr[x + 2];
@@ -235,7 +240,7 @@ static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t 
 #if CSP_X86_AVX512
     if (hj) enc_map_joint(S->ctx0, mode ? map1 : map0, mode ? S->ctx1 : S->ctx0, h * w); /* joint -> context */
 #endif
-    free(prow); free(hj);
+    free(hj);
     const uint32_t *hist = mode ? hist1 : hist0;
     int nctx = N_CTX[mode];
     memset(M->freq, 0, sizeof M->freq);
@@ -381,7 +386,8 @@ static int choose_xform(const void *src, int bps, int64_t h, int64_t w, int64_t 
 static void enc_scratch_planes(enc_scratch_t *S, int64_t h, int64_t w, int simd) {
     const size_t PS = (size_t)((h + 1) * (w + 2));
     S->simd = simd;
-    S->P = (int32_t *)malloc(sizeof(int32_t) * PS * 6);
+    S->P = (int32_t *)malloc(sizeof(int32_t) * PS * 6 + (size_t)(h * w)); /* + the SEL/SEL3 choices */
+    S->sel = S->P ? (uint8_t *)(S->P + 6 * PS) : NULL;
     S->E = S->P ? S->P + PS : NULL; S->E0 = S->P ? S->P + 2 * PS : NULL;
     S->EM = S->P ? S->P + 3 * PS : NULL; S->EA = S->P ? S->P + 4 * PS : NULL; S->EG = S->P ? S->P + 5 * PS : NULL;
 }

@@ -47,12 +47,6 @@ CSP_AVX512_TARGET static inline void enc_predict(enc_px_t *P, const int32_t *pr,
 
 CSP_AVX512_TARGET static inline __m512i enc_bitlen(__m512i v) { return _mm512_sub_epi32(_mm512_set1_epi32(32), _mm512_lzcnt_epi32(v)); }
 
-/* 2 err(left) + 2 err(above) + err(above-left) + err(above-right) of the 16 columns at x (padded rows). */
-CSP_AVX512_TARGET static inline __m512i enc_score(const int32_t *pe, const int32_t *ce, int64_t x, __mmask16 m) {
-    const __m512i two = _mm512_add_epi32(ENC_LD(m, ce + x), ENC_LD(m, pe + x + 1));
-    return _mm512_add_epi32(_mm512_slli_epi32(two, 1), _mm512_add_epi32(ENC_LD(m, pe + x), ENC_LD(m, pe + x + 2)));
-}
-
 /* R, G, B of the n <= 16 pixels at src (interleaved, bps bytes per sample) as 32-bit lanes. */
 typedef struct { __m512i IB, IW, IW2; } enc_rgb_idx_t;
 
@@ -141,15 +135,28 @@ CSP_AVX512_TARGET static int64_t enc_med_cost_row(const int32_t *pr, const int32
     return _mm512_reduce_add_epi32(C);
 }
 
-/* predictor_errors for one row: fills the row's |x - MED|, |x - AVG4|, |x - GRAD| (em, ea, eg, padded)
- * and adds each predictor's absolute errors and bit lengths to sads/costs. */
+/* [prev[15], cur[0..14]]: the left neighbours of the 16 columns of cur (prev: the 16 columns before). */
+CSP_AVX512_TARGET static inline __m512i enc_left(__m512i cur, __m512i prev) { return _mm512_alignr_epi32(cur, prev, 15); }
+
+/* 2 err(left) + 2 err(above) + err(above-left) + err(above-right) of the 16 columns at x; pe is the padded
+ * row above, left the errors of the columns x - 1 .. x + 14. */
+CSP_AVX512_TARGET static inline __m512i enc_score_l(const int32_t *pe, __m512i left, int64_t x, __mmask16 m) {
+    const __m512i two = _mm512_add_epi32(left, ENC_LD(m, pe + x + 1));
+    return _mm512_add_epi32(_mm512_slli_epi32(two, 1), _mm512_add_epi32(ENC_LD(m, pe + x), ENC_LD(m, pe + x + 2)));
+}
+
+/* predictor_errors for one row, in one pass: fills the row's |x - MED|, |x - AVG4|, |x - GRAD| (em, ea,
+ * eg, padded; the left neighbours' errors come from the previous vector), adds each predictor's absolute
+ * errors and bit lengths to sads/costs, and stores per sample the SEL/SEL3 choices in sel (bit 0: SEL
+ * takes MED, bit 1: SEL3 takes GRAD; otherwise SEL3 takes SEL's choice). */
 CSP_AVX512_TARGET static void enc_errors_row(const int32_t *pr, const int32_t *cr, const int32_t *pem, const int32_t *pea,
                                       const int32_t *peg, int32_t *em, int32_t *ea, int32_t *eg, int64_t w, range_t rg,
-                                      int64_t sads[N_PRED], int64_t costs[N_PRED]) {
-    const __m512i lo = _mm512_set1_epi32(rg.lo), hi = _mm512_set1_epi32(rg.hi);
+                                      int64_t sads[N_PRED], int64_t costs[N_PRED], uint8_t *sel) {
+    const __m512i lo = _mm512_set1_epi32(rg.lo), hi = _mm512_set1_epi32(rg.hi), one = _mm512_set1_epi32(1);
     __m512i S[N_PRED], C[N_PRED];
     for (int k = 0; k < N_PRED; k++) { S[k] = _mm512_setzero_si512(); C[k] = _mm512_setzero_si512(); }
-    for (int64_t x = 0; x < w; x += 16) { /* fixed predictors; this row's errors */
+    __m512i l0 = _mm512_setzero_si512(), l1 = l0, lg = l0; /* errors of the previous 16 columns (pad: 0) */
+    for (int64_t x = 0; x < w; x += 16) {
         const __mmask16 m = enc_tail(x, w);
         enc_px_t P;
         enc_predict(&P, pr, cr, x, m, lo, hi);
@@ -161,17 +168,17 @@ CSP_AVX512_TARGET static void enc_errors_row(const int32_t *pr, const int32_t *c
         S[0] = _mm512_mask_add_epi32(S[0], m, S[0], e0); C[0] = _mm512_mask_add_epi32(C[0], m, C[0], enc_bitlen(e0));
         S[1] = _mm512_mask_add_epi32(S[1], m, S[1], e1); C[1] = _mm512_mask_add_epi32(C[1], m, C[1], enc_bitlen(e1));
         S[2] = _mm512_mask_add_epi32(S[2], m, S[2], e2); C[2] = _mm512_mask_add_epi32(C[2], m, C[2], enc_bitlen(e2));
-    }
-    for (int64_t x = 0; x < w; x += 16) { /* SEL and SEL3 from the errors of this row and the row above */
-        const __mmask16 m = enc_tail(x, w);
-        enc_px_t P;
-        enc_predict(&P, pr, cr, x, m, lo, hi);
-        const __m512i sm = enc_score(pem, em, x, m), sa = enc_score(pea, ea, x, m), sg = enc_score(peg, eg, x, m);
-        const __m512i p3 = _mm512_mask_mov_epi32(P.pa, _mm512_cmple_epi32_mask(sm, sa), P.pm);
-        const __m512i p4 = _mm512_mask_mov_epi32(p3, _mm512_cmplt_epi32_mask(sg, _mm512_min_epi32(sm, sa)), P.pg);
-        const __m512i e3 = _mm512_abs_epi32(_mm512_sub_epi32(P.v, p3)), e4 = _mm512_abs_epi32(_mm512_sub_epi32(P.v, p4));
+        /* SEL and SEL3 from the errors of the row above and of the left neighbours */
+        const __m512i sm = enc_score_l(pem, enc_left(e0, l0), x, m), sa = enc_score_l(pea, enc_left(e1, l1), x, m);
+        const __m512i sg = enc_score_l(peg, enc_left(eG, lg), x, m);
+        l0 = e0; l1 = e1; lg = eG;
+        const __mmask16 tm = _mm512_cmple_epi32_mask(sm, sa), tg = _mm512_cmplt_epi32_mask(sg, _mm512_min_epi32(sm, sa));
+        const __m512i e3 = _mm512_mask_mov_epi32(e1, tm, e0), e4 = _mm512_mask_mov_epi32(e3, tg, eG);
         S[3] = _mm512_mask_add_epi32(S[3], m, S[3], e3); C[3] = _mm512_mask_add_epi32(C[3], m, C[3], enc_bitlen(e3));
         S[4] = _mm512_mask_add_epi32(S[4], m, S[4], e4); C[4] = _mm512_mask_add_epi32(C[4], m, C[4], enc_bitlen(e4));
+        const __m512i sb = _mm512_mask_add_epi32(_mm512_maskz_mov_epi32(tm, one), tg, _mm512_maskz_mov_epi32(tm, one),
+                                                 _mm512_set1_epi32(2));
+        _mm_mask_storeu_epi8((void *)(sel + x), m, _mm512_cvtepi32_epi8(sb));
     }
     for (int k = 0; k < N_PRED; k++) { /* lanes hold at most w / 16 * 2^19 < 2^31 (w < 2^16, checked) */
         sads[k] += _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(S[k])),
@@ -180,18 +187,21 @@ CSP_AVX512_TARGET static void enc_errors_row(const int32_t *pr, const int32_t *c
     }
 }
 
-/* The main model pass of one row for predictor kind: residual magnitudes (ce, padded), and per sample the
- * token, the joint context class (mode-0 context * NLVL + level class, from which both modes' contexts
- * follow: see joint_ctx) and the residual code u (tok, joint, u at the row's sample index). em/ea/eg hold
- * the row's predictor errors already (enc_errors_row). */
+/* The main model pass of one row for predictor kind, in one pass: residual magnitudes (ce, padded), and
+ * per sample the token, the joint context class (mode-0 context * NLVL + level class, from which both
+ * modes' contexts follow: see joint_ctx) and the residual code u (tok, joint, u at the row's sample
+ * index). sel holds the row's SEL/SEL3 choices (enc_errors_row). */
 CSP_AVX512_TARGET static void enc_model_row(int kind, const int32_t *pr, const int32_t *cr, const int32_t *pe, int32_t *ce,
-                                     const int32_t *xe, const int32_t *pem, const int32_t *cem, const int32_t *pea,
-                                     const int32_t *cea, const int32_t *peg, const int32_t *ceg, int64_t w, range_t rg,
-                                     int ashift, int lshift, const luts_t *L, int32_t *prow, uint8_t *tok, uint8_t *joint,
-                                     uint32_t *u) {
+                                     const int32_t *xe, const uint8_t *sel, int64_t w, range_t rg, int ashift, int lshift,
+                                     const luts_t *L, uint8_t *tok, uint8_t *joint, uint32_t *u) {
     const __m512i lo = _mm512_set1_epi32(rg.lo), hi = _mm512_set1_epi32(rg.hi);
     const __m512i three = _mm512_set1_epi32(3), c16 = _mm512_set1_epi32(16);
-    for (int64_t x = 0; x < w; x += 16) { /* prediction, residual, token */
+    uint8_t t_act0[64], t_lvl[64];
+    for (int i = 0; i < 64; i++) { t_act0[i] = (uint8_t)(L->act0[i] * NLVL); t_lvl[i] = L->lvl[i & 31]; }
+    const __m512i T0 = _mm512_loadu_si512(t_act0), TL = _mm512_loadu_si512(t_lvl);
+    const __m128i sh = _mm_cvtsi32_si128(1 + ashift), shl = _mm_cvtsi32_si128(lshift);
+    __m512i lae = _mm512_setzero_si512(); /* |e| of the previous 16 columns (pad: 0) */
+    for (int64_t x = 0; x < w; x += 16) {
         const __mmask16 m = enc_tail(x, w);
         enc_px_t P;
         enc_predict(&P, pr, cr, x, m, lo, hi);
@@ -200,12 +210,9 @@ CSP_AVX512_TARGET static void enc_model_row(int kind, const int32_t *pr, const i
         else if (kind == 1) p = P.pa;
         else if (kind == 2) p = P.p2;
         else {
-            const __m512i sm = enc_score(pem, cem, x, m), sa = enc_score(pea, cea, x, m);
-            p = _mm512_mask_mov_epi32(P.pa, _mm512_cmple_epi32_mask(sm, sa), P.pm);
-            if (kind == PRED_SEL3) {
-                const __m512i sg = enc_score(peg, ceg, x, m);
-                p = _mm512_mask_mov_epi32(p, _mm512_cmplt_epi32_mask(sg, _mm512_min_epi32(sm, sa)), P.pg);
-            }
+            const __m512i sb = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, (const void *)(sel + x)));
+            p = _mm512_mask_mov_epi32(P.pa, _mm512_test_epi32_mask(sb, _mm512_set1_epi32(1)), P.pm);
+            if (kind == PRED_SEL3) p = _mm512_mask_mov_epi32(p, _mm512_test_epi32_mask(sb, _mm512_set1_epi32(2)), P.pg);
         }
         const __m512i e = _mm512_sub_epi32(P.v, p);
         const __m512i uu = _mm512_xor_si512(_mm512_slli_epi32(e, 1), _mm512_srai_epi32(e, 31)); /* zigzag */
@@ -214,31 +221,25 @@ CSP_AVX512_TARGET static void enc_model_row(int kind, const int32_t *pr, const i
         __m512i t = _mm512_add_epi32(_mm512_add_epi32(c16, _mm512_slli_epi32(_mm512_sub_epi32(n, _mm512_set1_epi32(4)), 2)),
                                      _mm512_and_si512(_mm512_srlv_epi32(uu, _mm512_sub_epi32(n, _mm512_set1_epi32(2))), three));
         t = _mm512_mask_mov_epi32(t, _mm512_cmplt_epu32_mask(uu, c16), uu);
-        _mm512_mask_storeu_epi32((void *)(ce + x + 1), m, _mm512_abs_epi32(e));
-        _mm512_mask_storeu_epi32((void *)(prow + x), m, p);
+        const __m512i ae = _mm512_abs_epi32(e);
+        _mm512_mask_storeu_epi32((void *)(ce + x + 1), m, ae);
         _mm512_mask_storeu_epi32((void *)(u + x), m, uu);
         _mm_mask_storeu_epi8((void *)(tok + x), m, _mm512_cvtepi32_epi8(t));
-    }
-    uint8_t t_act0[64], t_lvl[64];
-    for (int i = 0; i < 64; i++) { t_act0[i] = (uint8_t)(L->act0[i] * NLVL); t_lvl[i] = L->lvl[i & 31]; }
-    const __m512i T0 = _mm512_loadu_si512(t_act0), TL = _mm512_loadu_si512(t_lvl);
-    const __m128i sh = _mm_cvtsi32_si128(1 + ashift), shl = _mm_cvtsi32_si128(lshift);
-    for (int64_t x = 0; x < w; x += 16) { /* contexts (need the left residual: the row's ce is complete) */
-        const __mmask16 m = enc_tail(x, w);
-        const __m512i a = ENC_LD(m, cr + x), b = ENC_LD(m, pr + x + 1), c = ENC_LD(m, pr + x), d = ENC_LD(m, pr + x + 2);
-        __m512i act = _mm512_add_epi32(_mm512_abs_epi32(_mm512_sub_epi32(a, c)), _mm512_abs_epi32(_mm512_sub_epi32(b, c)));
-        act = _mm512_add_epi32(act, _mm512_abs_epi32(_mm512_sub_epi32(b, d)));
+        /* context: activity (with the left neighbour's |e| from the previous vector) and level */
+        __m512i act = _mm512_add_epi32(_mm512_abs_epi32(_mm512_sub_epi32(P.a, P.c)), _mm512_abs_epi32(_mm512_sub_epi32(P.b, P.c)));
+        act = _mm512_add_epi32(act, _mm512_abs_epi32(_mm512_sub_epi32(P.b, P.d)));
         act = _mm512_add_epi32(act, _mm512_add_epi32(ENC_LD(m, pe + x + 1), _mm512_add_epi32(ENC_LD(m, pe + x), ENC_LD(m, pe + x + 2))));
-        act = _mm512_add_epi32(act, _mm512_slli_epi32(ENC_LD(m, ce + x), 1));
+        act = _mm512_add_epi32(act, _mm512_slli_epi32(enc_left(ae, lae), 1));
+        lae = ae;
         if (xe) act = _mm512_add_epi32(act, _mm512_slli_epi32(ENC_LD(m, xe + x + 1), 1));
         act = _mm512_min_epu32(_mm512_srl_epi32(act, sh), _mm512_set1_epi32(63)); /* the tables are flat from 40 */
-        const __m512i p = ENC_LD(m, prow + x);
         const __m512i lv = _mm512_min_epi32(_mm512_srl_epi32(_mm512_max_epi32(p, _mm512_setzero_si512()), shl),
                                             _mm512_set1_epi32(31));
         const __m512i j = _mm512_add_epi32(_mm512_permutexvar_epi8(act, T0), _mm512_permutexvar_epi8(lv, TL));
         _mm_mask_storeu_epi8((void *)(joint + x), m, _mm512_cvtepi32_epi8(j));
     }
 }
+
 /* ctx[i] = map[joint[i]] for n samples (map: N_JOINT entries). */
 CSP_AVX512_TARGET static void enc_map_joint(const uint8_t *joint, const uint8_t *map, uint8_t *ctx, int64_t n) {
     uint8_t t[128] = {0};
