@@ -49,8 +49,9 @@ int64_t csp_encode3_bound(int64_t h, int64_t w, int64_t c, int bps) {
 typedef struct { uint16_t freq[MAX_CTX][NTOK], start[MAX_CTX][NTOK]; } v3freq_t;
 
 #if CSP_X86_AVX512
-static int64_t v3_avx512_emit_plane(const v3sched_t *SC, int64_t w, const uint8_t *tk, const uint8_t *cx,
-                                    const uint32_t *uu, const uint32_t *fs, uint32_t *xs, uint16_t *wbuf, int64_t wp);
+static void v3_avx512_pack(const uint8_t *tk, const uint8_t *cx, uint32_t *uu, int64_t n);
+static int64_t v3_avx512_emit_plane(const v3sched_t *SC, int64_t w, const uint32_t *pks, const uint32_t *fs, uint32_t *xs,
+                                    uint16_t *wbuf, int64_t wp);
 #endif
 
 int64_t csp_encode3(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap) {
@@ -114,7 +115,8 @@ static int64_t csp_encode3_simd(const void *src, int64_t h, int64_t w, int64_t c
             uint32_t fs[MAX_CTX * NTOK];
             for (int k = 0; k < MAX_CTX; k++)
                 for (int q = 0; q < NTOK; q++) fs[k * NTOK + q] = F->freq[k][q] | ((uint32_t)F->start[k][q] << 16);
-            wp = v3_avx512_emit_plane(&SC, w, tk, cx, uu, fs, xs, wbuf, wp);
+            v3_avx512_pack(tk, cx, uA + pl * N, N); /* u is not needed after this plane's pass */
+            wp = v3_avx512_emit_plane(&SC, w, uA + pl * N, fs, xs, wbuf, wp);
             continue;
         }
 #endif

@@ -417,13 +417,31 @@ CSP_AVX512_TARGET static int v3_avx512_output3_u8(const int32_t *P0, int64_t SK,
  * as the scalar pass leaves them). Per lane the sample index is walked backwards; tokens, contexts and
  * residual codes are gathered (tk/cx: bytes, readable 3 bytes past the end). x / f is computed in float
  * (quotient below 2^21, off by at most one) and corrected exactly. Returns the new wp. */
-CSP_AVX512_TARGET static int64_t v3_avx512_emit_plane(const v3sched_t *SC, int64_t w, const uint8_t *tk, const uint8_t *cx,
-                                              const uint32_t *uu, const uint32_t *fs, uint32_t *xs, uint16_t *wbuf,
-                                              int64_t wp) {
+/* The emitter's input of n samples, one word each: raw bits (u's low TOK_NB[token] bits) | token << 16 |
+ * context << 23, written over u. */
+CSP_AVX512_TARGET static void v3_avx512_pack(const uint8_t *tk, const uint8_t *cx, uint32_t *uu, int64_t n) {
+    const __m512i one = _mm512_set1_epi32(1), c16 = _mm512_set1_epi32(16), two = _mm512_set1_epi32(2);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __m512i t = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, (const void *)(tk + i)));
+        const __m512i k = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, (const void *)(cx + i)));
+        const __m512i u = _mm512_maskz_loadu_epi32(m, (const void *)(uu + i));
+        /* TOK_NB: 0 below 16, else (t - 16) / 4 + 2 */
+        const __m512i nb = _mm512_maskz_add_epi32(_mm512_cmpge_epi32_mask(t, c16), _mm512_srli_epi32(_mm512_sub_epi32(t, c16), 2), two);
+        const __m512i raw = _mm512_and_si512(u, _mm512_sub_epi32(_mm512_sllv_epi32(one, nb), one));
+        const __m512i pk = _mm512_or_si512(raw, _mm512_or_si512(_mm512_slli_epi32(t, 16), _mm512_slli_epi32(k, 23)));
+        _mm512_mask_storeu_epi32((void *)(uu + i), m, pk);
+    }
+}
+
+/* The backward rANS pass of one plane with 32 lanes (two 16-lane vectors per step); pks is the plane's
+ * packed input (v3_avx512_pack), fs the chosen tables as freq | start << 16 per context and token. */
+CSP_AVX512_TARGET static int64_t v3_avx512_emit_plane(const v3sched_t *SC, int64_t w, const uint32_t *pks,
+                                              const uint32_t *fs, uint32_t *xs, uint16_t *wbuf, int64_t wp) {
     uint8_t t_nb[128];
     for (int s = 0; s < 128; s++) t_nb[s] = s < NTOK ? TOK_NB[s] : 0;
     const __m512i T_nb0 = _mm512_loadu_si512(t_nb), T_nb1 = _mm512_loadu_si512(t_nb + 64);
-    const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1), ff = _mm512_set1_epi32(0xFF);
+    const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1), t7f = _mm512_set1_epi32(0x7F);
     const __m512i ffff = _mm512_set1_epi32(0xFFFF), c32 = _mm512_set1_epi32(32), ntok = _mm512_set1_epi32(NTOK);
     const __m512i w1 = _mm512_set1_epi32((int)(w - 1));
     const __m512i wrap = _mm512_set1_epi32((int)(1 + (V3_LANES - 1) * w));
@@ -444,11 +462,11 @@ CSP_AVX512_TARGET static int64_t v3_avx512_emit_plane(const v3sched_t *SC, int64
         __m512i tok[2], u[2], fsv[2];
         for (int h = 0; h < 2; h++) {
             on[h] = _mm512_cmpge_epi32_mask(Q[h], zero) & _mm512_cmplt_epi32_mask(Q[h], NW[h]);
-            tok[h] = _mm512_and_si512(_mm512_mask_i32gather_epi32(zero, on[h], IDX[h], (const int *)tk, 1), ff);
-            const __m512i ctx = _mm512_and_si512(_mm512_mask_i32gather_epi32(zero, on[h], IDX[h], (const int *)cx, 1), ff);
-            u[h] = _mm512_mask_i32gather_epi32(zero, on[h], IDX[h], (const int *)uu, 4);
-            fsv[h] = _mm512_mask_i32gather_epi32(zero, on[h], _mm512_add_epi32(_mm512_mullo_epi32(ctx, ntok), tok[h]),
-                                                 (const int *)fs, 4);
+            const __m512i pk = _mm512_mask_i32gather_epi32(zero, on[h], IDX[h], (const int *)pks, 4);
+            tok[h] = _mm512_and_si512(_mm512_srli_epi32(pk, 16), t7f);
+            u[h] = _mm512_and_si512(pk, ffff);
+            fsv[h] = _mm512_mask_i32gather_epi32(zero, on[h], _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srli_epi32(pk, 23), ntok),
+                                                                                tok[h]), (const int *)fs, 4);
         }
         for (int h = 1; h >= 0; h--) { /* phase B: raw bits */
             const __m512i nb = _mm512_permutex2var_epi8(T_nb0, tok[h], T_nb1);
@@ -459,8 +477,7 @@ CSP_AVX512_TARGET static int64_t v3_avx512_emit_plane(const v3sched_t *SC, int64
             _mm256_mask_compressstoreu_epi16((void *)(wbuf + wp - n), fl, _mm512_cvtepi32_epi16(v));
             wp -= n;
             v = _mm512_mask_srli_epi32(v, fl, v, 16);
-            v = _mm512_or_si512(_mm512_sllv_epi32(v, nb),
-                                _mm512_and_si512(u[h], _mm512_sub_epi32(_mm512_sllv_epi32(one, nb), one)));
+            v = _mm512_or_si512(_mm512_sllv_epi32(v, nb), u[h]);
             X[h] = _mm512_mask_mov_epi32(X[h], on[h], v);
         }
         for (int h = 1; h >= 0; h--) { /* phase A: tokens */
