@@ -51,13 +51,12 @@ def encode(tile: np.ndarray, version: int = 1, *, simd: bool = True) -> bytes:
     bound = int((lib.csp_encode3_bound if version == 3 else lib.csp_encode_bound)(h, w, c, bps))
     if bound < 0:
         raise _error(bound)
-    out = bytearray(bound)
+    out = np.empty(bound, np.uint8)  # not zeroed: the bound is about 4 bytes per sample, the stream far less
     n = int(lib.csp_encode_ex(ffi.from_buffer(arr), h, w, c, bps, ffi.from_buffer(out), bound, version,
                               0 if simd else lib.CSP_NO_SIMD))
     if n < 0:
         raise _error(n)
-    del out[n:]
-    return bytes(out)
+    return out[:n].tobytes()
 
 
 def decode_info(data: bytes | bytearray | memoryview | np.ndarray) -> tuple[tuple[int, int, int], np.dtype]:
