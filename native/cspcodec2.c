@@ -60,12 +60,6 @@ static inline void v2_ctx_row(const int32_t *restrict ab, const int32_t *restric
 }
 
 /* ------------------------------------------------------------------ encoder */
-static inline int v2_token(uint32_t u) {
-    if (u < 16) return (int)u;
-    int n = bitlen64(u) - 1;
-    return 16 + (n - 4) * 4 + (int)((u >> (n - 2)) & 3);
-}
-
 /* Writes the frequency tables of hist (V2_NCTX x NTOK) like version 1; fills freq / start. */
 static int64_t v2_write_tables(const uint32_t *hist, uint8_t *out, int64_t cap, uint32_t freq[][NTOK],
                                uint32_t start[][NTOK]) {
@@ -122,7 +116,7 @@ static int64_t v2_encode_plane(v2enc_t *S, const luts_t *L, int64_t h, int64_t w
         for (int64_t x = 0; x < w; x++) {
             int32_t e = re[x];
             uint32_t u = e >= 0 ? 2u * (uint32_t)e : 2u * (uint32_t)(-e) - 1u;
-            int t = v2_token(u);
+            int t = u_token(u);
             tk[x] = (uint8_t)t;
             if (x & 1) hist2[cx[x] * NTOK + t]++; else hist[cx[x] * NTOK + t]++;
             S->ab[x + 2] = iabs32(e);

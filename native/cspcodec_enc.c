@@ -147,14 +147,72 @@ static void joint_ctx(const luts_t *L, uint8_t map0[N_JOINT], uint8_t map1[N_JOI
     }
 }
 
+/* Token of a residual code u (§4). */
+static inline int u_token(uint32_t u) {
+    if (u < 16) return (int)u;
+    const int n = bitlen64(u) - 1;
+    return 16 + (n - 4) * 4 + (int)((u >> (n - 2)) & 3);
+}
+
+/* The vector path's histogram of (joint class, token): four 16-bit copies (one per column mod 4, which cuts
+ * the chains of dependent increments and keeps them in L1), flushed into 32-bit totals before any count
+ * could overflow. Tokens of a plane with range [lo, hi] are at most u_token(2 (hi - lo)), which sets the
+ * row length nt. */
+typedef struct { uint16_t *c16; uint32_t *tot; int nt; int64_t room, per_row; } jhist_t;
+
+static int jh_init(jhist_t *J, range_t rg, int64_t w) {
+    J->nt = u_token(2u * (uint32_t)(rg.hi - rg.lo)) + 1;
+    J->per_row = w / 4 + 4;
+    J->room = 65535;
+    J->c16 = (uint16_t *)calloc((size_t)(4 * N_JOINT * J->nt), sizeof(uint16_t));
+    J->tot = (uint32_t *)calloc((size_t)(N_JOINT * J->nt), sizeof(uint32_t));
+    if (J->c16 && J->tot) return 1;
+    free(J->c16); free(J->tot); J->c16 = NULL; J->tot = NULL;
+    return 0;
+}
+
+static void jh_flush(jhist_t *J) {
+    const int64_t n = N_JOINT * J->nt;
+    for (int64_t k = 0; k < n; k++) J->tot[k] += (uint32_t)J->c16[k] + J->c16[n + k] + J->c16[2 * n + k] + J->c16[3 * n + k];
+    memset(J->c16, 0, sizeof(uint16_t) * (size_t)(4 * n));
+    J->room = 65535;
+}
+
+static inline void jh_row(jhist_t *J, const uint8_t *jc, const uint8_t *tk, int64_t w) {
+    if (J->room < J->per_row) jh_flush(J);
+    J->room -= J->per_row;
+    const int nt = J->nt;
+    uint16_t *ha = J->c16, *hb = ha + N_JOINT * nt, *hc = hb + N_JOINT * nt, *hd = hc + N_JOINT * nt;
+    int64_t x = 0;
+    for (; x + 3 < w; x += 4) {
+        ha[jc[x] * nt + tk[x]]++; hb[jc[x + 1] * nt + tk[x + 1]]++;
+        hc[jc[x + 2] * nt + tk[x + 2]]++; hd[jc[x + 3] * nt + tk[x + 3]]++;
+    }
+    for (; x < w; x++) ha[jc[x] * nt + tk[x]]++;
+}
+
+/* Both modes' histograms (NTOK per context) from the joint one; frees it. */
+static void jh_finish(jhist_t *J, const uint8_t map0[N_JOINT], const uint8_t map1[N_JOINT], uint32_t *hist0,
+                      uint32_t *hist1) {
+    jh_flush(J);
+    for (int j = 0; j < N_JOINT; j++)
+        for (int s = 0; s < J->nt; s++) {
+            const uint32_t n = J->tot[j * J->nt + s];
+            hist0[map0[j] * NTOK + s] += n;
+            hist1[map1[j] * NTOK + s] += n;
+        }
+    free(J->c16); free(J->tot);
+}
+
 static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t w, range_t rg, int is16,
                           int32_t *Eout, const int32_t *Ecross, plane_model_t *M, bitw_t *bw) {
     const int64_t W2 = w + 2;
     /* the vector path counts (joint class, token) once per sample; both modes' histograms follow */
     const int simd = CSP_X86_AVX512 && S->simd && w < 65536;
-    uint32_t *hj = simd ? (uint32_t *)calloc(4 * N_JOINT * NTOK, sizeof(uint32_t)) : NULL; /* 4 copies */
+    jhist_t J;
+    const int vec = simd && jh_init(&J, rg, w);
     int64_t sads[N_PRED], costs[N_PRED];
-    predictor_errors(S, h, w, rg, sads, costs, hj != NULL);
+    predictor_errors(S, h, w, rg, sads, costs, vec);
     int kind = 0;
     for (int k = 1; k < N_PRED; k++) if (costs[k] < costs[kind]) kind = k;
     int ashift = 0, lshift = 0;
@@ -174,17 +232,9 @@ static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t 
         const int32_t *xe = Ecross ? Ecross + (y + 1) * W2 : NULL;
         ce[0] = ce[w + 1] = 0;
 #if CSP_X86_AVX512
-        if (hj) { /* the row's SEL/SEL3 choices are in S->sel already (predictor_errors) */
+        if (vec) { /* the row's SEL/SEL3 choices are in S->sel already (predictor_errors) */
             enc_model_row(kind, pr, cr, pe, ce, xe, S->sel + i, w, rg, ashift, lshift, L, S->tok + i, S->ctx0 + i, S->u + i);
-            const uint8_t *tk = S->tok + i, *jc = S->ctx0 + i;
-            /* two copies (even and odd columns) halve the chains of dependent increments */
-            uint32_t *hb = hj + N_JOINT * NTOK, *hc = hb + N_JOINT * NTOK, *hd = hc + N_JOINT * NTOK;
-            int64_t x = 0;
-            for (; x + 3 < w; x += 4) {
-                hj[jc[x] * NTOK + tk[x]]++; hb[jc[x + 1] * NTOK + tk[x + 1]]++;
-                hc[jc[x + 2] * NTOK + tk[x + 2]]++; hd[jc[x + 3] * NTOK + tk[x + 3]]++;
-            }
-            for (; x < w; x++) hj[jc[x] * NTOK + tk[x]]++;
+            jh_row(&J, S->ctx0 + i, S->tok + i, w);
             i += w;
             continue;
         }
@@ -212,9 +262,7 @@ static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t 
             int32_t ae = iabs32(e);
             ce[x + 1] = ae;
             uint32_t u = e >= 0 ? 2u * (uint32_t)e : 2u * (uint32_t)(-e) - 1u;
-            int t;
-            if (u < 16) t = (int)u;
-            else { int n = bitlen64(u) - 1; t = 16 + (n - 4) * 4 + (int)((u >> (n - 2)) & 3); }
+            const int t = u_token(u);
             int32_t act = iabs32(a - c) + iabs32(b - c) + iabs32(b - d) + pe[x + 1] + pe[x] + pe[x + 2] + 2 * ce[x];
             if (xe) act += 2 * xe[x + 1];
             act >>= 1 + ashift;
@@ -227,20 +275,14 @@ static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t 
         }
     }
     uint8_t map0[N_JOINT], map1[N_JOINT];
-    if (hj) joint_ctx(L, map0, map1);
-    if (hj) /* the histograms of both modes from the joint one */
-        for (int j = 0; j < N_JOINT; j++)
-            for (int s = 0; s < NTOK; s++) {
-                const uint32_t n = hj[j * NTOK + s] + hj[(N_JOINT + j) * NTOK + s] + hj[(2 * N_JOINT + j) * NTOK + s]
-                                   + hj[(3 * N_JOINT + j) * NTOK + s];
-                hist0[map0[j] * NTOK + s] += n;
-                hist1[map1[j] * NTOK + s] += n;
-            }
+    if (vec) {
+        joint_ctx(L, map0, map1);
+        jh_finish(&J, map0, map1, hist0, hist1);
+    }
     int mode = hist_cost(hist1, 30) < hist_cost(hist0, 16) ? 1 : 0;
 #if CSP_X86_AVX512
-    if (hj) enc_map_joint(S->ctx0, mode ? map1 : map0, mode ? S->ctx1 : S->ctx0, h * w); /* joint -> context */
+    if (vec) enc_map_joint(S->ctx0, mode ? map1 : map0, mode ? S->ctx1 : S->ctx0, h * w); /* joint -> context */
 #endif
-    free(hj);
     const uint32_t *hist = mode ? hist1 : hist0;
     int nctx = N_CTX[mode];
     memset(M->freq, 0, sizeof M->freq);
