@@ -205,6 +205,7 @@ static inline int sel_needed(int64_t y, int64_t h) { return sel_row(y, h) || (y 
 
 /* AVX-512 row kernels of the model analysis (run-time dispatch) */
 #include "cspcodec_enc_avx512.c"
+#include "cspcodec_enc_avx512_16.c"
 
 /* Fill padded plane buffer P ((h+1) x (w+2)) of channel/plane `pl` of src under xform (only the rows
  * the selection-row statistics need when sel_only). */

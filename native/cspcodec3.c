@@ -66,7 +66,7 @@ static int64_t csp_encode3_simd(const void *src, int64_t h, int64_t w, int64_t c
     const int64_t hlen = V3_FIXED + V3_DESC * c;
     if (cap < hlen + 4) return CSP_E_OUTSIZE;
     enc_scratch_t S;
-    enc_scratch_planes(&S, h, w, simd);
+    enc_scratch_planes(&S, h, w, bps, simd);
     uint8_t *tokA = (uint8_t *)malloc((size_t)(N * c) * 3 + 4);  /* token, context mode 0, mode 1 (+ gather slack) */
     uint32_t *uA = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)(N * c));
     uint8_t *modes = (uint8_t *)malloc((size_t)c);
@@ -84,7 +84,7 @@ static int64_t csp_encode3_simd(const void *src, int64_t h, int64_t w, int64_t c
     /* model of every plane (version 1's), tables written in plane order */
     bitw_t bw = {dst + hlen + 4, 0, cap - hlen - 4, 0, 0, 0};
     for (int64_t pl = 0; pl < c; pl++) {
-        fill_plane(src, bps, h, w, c, xform, (int)pl, S.P, 0, simd);
+        enc_fill(&S, src, bps, h, w, c, xform, (int)pl);
         S.tok = tokA + pl * N; S.ctx0 = tokA + N * c + pl * N; S.ctx1 = tokA + 2 * N * c + pl * N;
         S.u = uA + pl * N;
         analyze_plane(&S, &L, h, w, plane_range(xform, (int)pl, maxv), bps == 2, pl == 0 ? S.E0 : S.E,

@@ -10,7 +10,11 @@ typedef struct {
     uint8_t *sel;      /* vector path: per sample of the plane, the SEL (bit 0) and SEL3 (bit 1) choices */
     uint32_t *u;
     uint16_t *words;   /* rANS words, filled backwards */
+    uint16_t *jh16;    /* vector path: the joint histogram's four 16-bit copies (4 x N_JOINT x NTOK) */
+    uint32_t *jtot;    /* and its 32-bit totals (N_JOINT x NTOK) */
     int simd;          /* the AVX-512 row kernels of the model analysis may be used */
+    int vec;           /* they are used (simd, and rows shorter than 2^16) */
+    int p16;           /* 8-bit tile on the vector path: the planes P, E, E0, EM, EA, EG hold int16 (same layout) */
 } enc_scratch_t;
 
 static inline int32_t sel_pred(const int32_t *pem, const int32_t *cem, const int32_t *pea, const int32_t *cea,
@@ -48,6 +52,15 @@ static void predictor_errors(enc_scratch_t *S, int64_t h, int64_t w, range_t rg,
     for (int64_t y = 0; y < h; y++) {
         const int32_t *pr = S->P + y * W2, *cr = pr + W2;
 #if CSP_X86_AVX512
+        if (S->p16) { /* as below, in 16-bit lanes */
+            const int64_t po = (y & 1) * W2, co = ((y + 1) & 1) * W2;
+            const int16_t *P16 = (const int16_t *)S->P;
+            int16_t *em = (int16_t *)S->EM + co, *ea = (int16_t *)S->EA + co, *eg = (int16_t *)S->EG + co;
+            em[0] = em[w + 1] = ea[0] = ea[w + 1] = eg[0] = eg[w + 1] = 0;
+            enc16_errors_row(P16 + y * W2, P16 + (y + 1) * W2, (const int16_t *)S->EM + po, (const int16_t *)S->EA + po,
+                             (const int16_t *)S->EG + po, em, ea, eg, w, rg, costs, S->sel + y * w);
+            continue;
+        }
         if (vec) { /* EM/EA/EG rows alternate between rows 0 and 1; the model pass reads only S->sel */
             const int64_t po = (y & 1) * W2, co = ((y + 1) & 1) * W2;
             int32_t *em = S->EM + co, *ea = S->EA + co, *eg = S->EG + co;
@@ -160,15 +173,13 @@ static inline int u_token(uint32_t u) {
  * row length nt. */
 typedef struct { uint16_t *c16; uint32_t *tot; int nt; int64_t room, per_row; } jhist_t;
 
-static int jh_init(jhist_t *J, range_t rg, int64_t w) {
+static void jh_init(jhist_t *J, range_t rg, int64_t w, uint16_t *c16, uint32_t *tot) {
     J->nt = u_token(2u * (uint32_t)(rg.hi - rg.lo)) + 1;
     J->per_row = w / 4 + 4;
     J->room = 65535;
-    J->c16 = (uint16_t *)calloc((size_t)(4 * N_JOINT * J->nt), sizeof(uint16_t));
-    J->tot = (uint32_t *)calloc((size_t)(N_JOINT * J->nt), sizeof(uint32_t));
-    if (J->c16 && J->tot) return 1;
-    free(J->c16); free(J->tot); J->c16 = NULL; J->tot = NULL;
-    return 0;
+    J->c16 = c16; J->tot = tot;
+    memset(c16, 0, sizeof(uint16_t) * (size_t)(4 * N_JOINT * J->nt));
+    memset(tot, 0, sizeof(uint32_t) * (size_t)(N_JOINT * J->nt));
 }
 
 static void jh_flush(jhist_t *J) {
@@ -191,7 +202,7 @@ static inline void jh_row(jhist_t *J, const uint8_t *jc, const uint8_t *tk, int6
     for (; x < w; x++) ha[jc[x] * nt + tk[x]]++;
 }
 
-/* Both modes' histograms (NTOK per context) from the joint one; frees it. */
+/* Both modes' histograms (NTOK per context) from the joint one. */
 static void jh_finish(jhist_t *J, const uint8_t map0[N_JOINT], const uint8_t map1[N_JOINT], uint32_t *hist0,
                       uint32_t *hist1) {
     jh_flush(J);
@@ -201,16 +212,15 @@ static void jh_finish(jhist_t *J, const uint8_t map0[N_JOINT], const uint8_t map
             hist0[map0[j] * NTOK + s] += n;
             hist1[map1[j] * NTOK + s] += n;
         }
-    free(J->c16); free(J->tot);
 }
 
 static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t w, range_t rg, int is16,
                           int32_t *Eout, const int32_t *Ecross, plane_model_t *M, bitw_t *bw) {
     const int64_t W2 = w + 2;
     /* the vector path counts (joint class, token) once per sample; both modes' histograms follow */
-    const int simd = CSP_X86_AVX512 && S->simd && w < 65536;
+    const int vec = S->vec;
     jhist_t J;
-    const int vec = simd && jh_init(&J, rg, w);
+    if (vec) jh_init(&J, rg, w, S->jh16, S->jtot);
     int64_t sads[N_PRED], costs[N_PRED];
     predictor_errors(S, h, w, rg, sads, costs, vec);
     int kind = 0;
@@ -230,6 +240,19 @@ static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t 
         const int32_t *pe = Eout + y * W2;
         int32_t *ce = Eout + (y + 1) * W2;
         const int32_t *xe = Ecross ? Ecross + (y + 1) * W2 : NULL;
+#if CSP_X86_AVX512
+        if (S->p16) { /* int16 planes, same layout; is16 = 0, so ashift = lshift = 0 */
+            const int16_t *P16 = (const int16_t *)S->P, *E16 = (const int16_t *)Eout;
+            int16_t *ce16 = (int16_t *)Eout + (y + 1) * W2;
+            ce16[0] = ce16[w + 1] = 0;
+            enc16_model_row(kind, P16 + y * W2, P16 + (y + 1) * W2, E16 + y * W2, ce16,
+                            Ecross ? (const int16_t *)Ecross + (y + 1) * W2 : NULL, S->sel + i, w, rg, L, S->tok + i,
+                            S->ctx0 + i, S->u + i);
+            jh_row(&J, S->ctx0 + i, S->tok + i, w);
+            i += w;
+            continue;
+        }
+#endif
         ce[0] = ce[w + 1] = 0;
 #if CSP_X86_AVX512
         if (vec) { /* the row's SEL/SEL3 choices are in S->sel already (predictor_errors) */
@@ -423,13 +446,26 @@ static int choose_xform(const void *src, int bps, int64_t h, int64_t w, int64_t 
     return xform;
 }
 
+/* Plane pl of src under xform into the scratch's padded plane (int16 on the 8-bit vector path). */
+static void enc_fill(enc_scratch_t *S, const void *src, int bps, int64_t h, int64_t w, int64_t c, int xform, int pl) {
+#if CSP_X86_AVX512
+    if (S->p16) { enc16_fill_plane((const uint8_t *)src, h, w, c, xform, pl, (int16_t *)S->P); return; }
+#endif
+    fill_plane(src, bps, h, w, c, xform, pl, S->P, 0, S->simd);
+}
+
 /* The six padded (h+1) x (w+2) planes of the model analysis (P, E, E0, EM, EA, EG) in one block; all NULL
  * when out of memory. */
-static void enc_scratch_planes(enc_scratch_t *S, int64_t h, int64_t w, int simd) {
-    const size_t PS = (size_t)((h + 1) * (w + 2));
+static void enc_scratch_planes(enc_scratch_t *S, int64_t h, int64_t w, int bps, int simd) {
+    const size_t PS = (size_t)((h + 1) * (w + 2)), NJ = (size_t)N_JOINT * NTOK;
     S->simd = simd;
-    S->P = (int32_t *)malloc(sizeof(int32_t) * PS * 6 + (size_t)(h * w)); /* + the SEL/SEL3 choices */
-    S->sel = S->P ? (uint8_t *)(S->P + 6 * PS) : NULL;
+    S->vec = CSP_X86_AVX512 && simd && w < 65536;
+    S->p16 = S->vec && bps == 1;
+    /* + the joint histogram's totals and copies, and the SEL/SEL3 choices */
+    S->P = (int32_t *)malloc(sizeof(int32_t) * (PS * 6 + NJ) + sizeof(uint16_t) * 4 * NJ + (size_t)(h * w));
+    S->jtot = S->P ? (uint32_t *)(S->P + 6 * PS) : NULL;
+    S->jh16 = S->P ? (uint16_t *)(S->jtot + NJ) : NULL;
+    S->sel = S->P ? (uint8_t *)(S->jh16 + 4 * NJ) : NULL;
     S->E = S->P ? S->P + PS : NULL; S->E0 = S->P ? S->P + 2 * PS : NULL;
     S->EM = S->P ? S->P + 3 * PS : NULL; S->EA = S->P ? S->P + 4 * PS : NULL; S->EG = S->P ? S->P + 5 * PS : NULL;
 }
@@ -443,7 +479,7 @@ static int64_t csp_encode1(const void *src, int64_t h, int64_t w, int64_t c, int
     int64_t hlen = HEADER_SIZE + PLANE_SIZE * c;
     if (cap < hlen + 4) return CSP_E_OUTSIZE;
     enc_scratch_t S;
-    enc_scratch_planes(&S, h, w, simd);
+    enc_scratch_planes(&S, h, w, bps, simd);
     S.tok = (uint8_t *)malloc((size_t)N * 3);
     S.u = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)N);
     S.words = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)(N + 2 * N_STREAMS + 16));
@@ -457,7 +493,7 @@ static int64_t csp_encode1(const void *src, int64_t h, int64_t w, int64_t c, int
     wr32(dst + 8, (uint32_t)h); wr32(dst + 12, (uint32_t)w); wr16(dst + 16, (uint32_t)c); wr16(dst + 18, 0);
     int64_t pos = hlen + 4;
     for (int64_t pl = 0; pl < c; pl++) {
-        fill_plane(src, bps, h, w, c, xform, (int)pl, S.P, 0, simd);
+        enc_fill(&S, src, bps, h, w, c, xform, (int)pl);
         int64_t n = encode_plane(&S, &L, h, w, plane_range(xform, (int)pl, maxv), bps == 2,
                                  pl == 0 ? S.E0 : S.E, (xform && pl > 0) ? S.E0 : NULL,
                                  dst + HEADER_SIZE + PLANE_SIZE * pl, dst + pos, cap - pos);
