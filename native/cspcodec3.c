@@ -171,7 +171,7 @@ static int64_t csp_encode3_simd(const void *src, int64_t h, int64_t w, int64_t c
     wr32(dst + hlen, crc32_bytes(dst, (size_t)hlen));
     ret = pos;
 done:
-    free(S.P); free(tokA); free(uA); free(modes); free(FQ); free(M); free(wbuf);
+    free(S.P); free(S.b16); free(tokA); free(uA); free(modes); free(FQ); free(M); free(wbuf);
     return ret;
 }
 

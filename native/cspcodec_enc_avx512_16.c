@@ -16,16 +16,27 @@ static inline __mmask32 enc16_tail(int64_t x, int64_t w) {
 
 #define ENC16_LD(m, p) _mm512_maskz_loadu_epi16((m), (const void *)(p))
 
-/* bit length of 0 <= x < 2048: max(bitlen(x >> 6) + 6 if x >> 6 else 0, bitlen(x & 63)) */
-typedef struct { __m512i hi, lo0, lo1; } enc16_bitlen_t;
+/* The kernels' constant tables, built once per plane: bit lengths of 0 <= x < 2048 as
+ * max(bitlen(x >> 6) + 6 if x >> 6 else 0, bitlen(x & 63)); the left-neighbour permutation; the mode-0
+ * context (times NLVL) of an activity below 64 and the level class of a level below 32. */
+typedef struct { int16_t hi[32], lo[64], left[32], act0[64], lvl[32]; } enc16_tables_t;
 
-CSP_AVX512_TARGET static inline enc16_bitlen_t enc16_bitlen_tables(void) {
-    int16_t hi[32], lo[64];
-    for (int i = 0; i < 32; i++) hi[i] = (int16_t)(i ? bitlen64((uint64_t)i) + 6 : 0);
-    for (int i = 0; i < 64; i++) lo[i] = (int16_t)bitlen64((uint64_t)i);
-    enc16_bitlen_t T;
-    T.hi = _mm512_loadu_si512(hi); T.lo0 = _mm512_loadu_si512(lo); T.lo1 = _mm512_loadu_si512(lo + 32);
-    return T;
+static void enc16_make_tables(enc16_tables_t *T, const luts_t *L) {
+    for (int i = 0; i < 32; i++) {
+        T->hi[i] = (int16_t)(i ? bitlen64((uint64_t)i) + 6 : 0);
+        T->left[i] = (int16_t)(i ? i - 1 : 32 + 31);
+        T->lvl[i] = L->lvl[i];
+    }
+    for (int i = 0; i < 64; i++) { T->lo[i] = (int16_t)bitlen64((uint64_t)i); T->act0[i] = (int16_t)(L->act0[i] * NLVL); }
+}
+
+typedef struct { __m512i hi, lo0, lo1, left; } enc16_bitlen_t;
+
+CSP_AVX512_TARGET static inline enc16_bitlen_t enc16_load(const enc16_tables_t *T) {
+    enc16_bitlen_t B;
+    B.hi = _mm512_loadu_si512(T->hi); B.lo0 = _mm512_loadu_si512(T->lo); B.lo1 = _mm512_loadu_si512(T->lo + 32);
+    B.left = _mm512_loadu_si512(T->left);
+    return B;
 }
 
 CSP_AVX512_TARGET static inline __m512i enc16_bitlen(const enc16_bitlen_t *T, __m512i x) {
@@ -36,13 +47,6 @@ CSP_AVX512_TARGET static inline __m512i enc16_bitlen(const enc16_bitlen_t *T, __
 /* [prev[31], cur[0..30]]: the left neighbours of the 32 columns of cur. */
 CSP_AVX512_TARGET static inline __m512i enc16_left(__m512i cur, __m512i prev, __m512i idx) {
     return _mm512_permutex2var_epi16(cur, idx, prev);
-}
-
-CSP_AVX512_TARGET static inline __m512i enc16_left_idx(void) {
-    int16_t ix[32];
-    ix[0] = 32 + 31;
-    for (int i = 1; i < 32; i++) ix[i] = (int16_t)(i - 1);
-    return _mm512_loadu_si512(ix);
 }
 
 /* Neighbours and fixed predictions of 32 columns (16-bit). */
@@ -95,10 +99,10 @@ CSP_AVX512_TARGET static void enc16_fill_row(const uint8_t *src, int64_t w, int6
     }
 }
 
-/* The padded 16-bit plane ((h+1) x (w+2), row 0 zero) of plane pl of an 8-bit tile (fill_plane's layout). */
+/* The padded 16-bit plane (h+1 rows of stride W2 >= w + 2, row 0 zero) of plane pl of an 8-bit tile
+ * (fill_plane's layout). */
 CSP_AVX512_TARGET static void enc16_fill_plane(const uint8_t *src, int64_t h, int64_t w, int64_t c, int xform, int pl,
-                                               int16_t *P) {
-    const int64_t W2 = w + 2;
+                                               int16_t *P, int64_t W2) {
     memset(P, 0, sizeof(int16_t) * (size_t)W2);
     for (int64_t y = 0; y < h; y++) {
         int16_t *row = P + (y + 1) * W2;
@@ -111,10 +115,12 @@ CSP_AVX512_TARGET static void enc16_fill_plane(const uint8_t *src, int64_t h, in
 /* enc_errors_row in 16-bit lanes (costs only: the absolute-error sums serve 16-bit tiles alone). */
 CSP_AVX512_TARGET static void enc16_errors_row(const int16_t *pr, const int16_t *cr, const int16_t *pem, const int16_t *pea,
                                                const int16_t *peg, int16_t *em, int16_t *ea, int16_t *eg, int64_t w,
-                                               range_t rg, int64_t costs[N_PRED], uint8_t *sel) {
+                                               range_t rg, const enc16_tables_t *T, int64_t costs[N_PRED],
+                                               uint8_t *sel) {
     const __m512i lo = _mm512_set1_epi16((int16_t)rg.lo), hi = _mm512_set1_epi16((int16_t)rg.hi);
-    const __m512i one = _mm512_set1_epi16(1), two = _mm512_set1_epi16(2), LI = enc16_left_idx();
-    const enc16_bitlen_t BT = enc16_bitlen_tables();
+    const __m512i one = _mm512_set1_epi16(1), two = _mm512_set1_epi16(2);
+    const enc16_bitlen_t BT = enc16_load(T);
+    const __m512i LI = BT.left;
     __m512i C[N_PRED]; /* per lane at most ceil(w / 32) * 11 < 2^15 (w < 2^16) */
     for (int k = 0; k < N_PRED; k++) C[k] = _mm512_setzero_si512();
     __m512i l0 = _mm512_setzero_si512(), l1 = l0, lg = l0;
@@ -145,15 +151,13 @@ CSP_AVX512_TARGET static void enc16_errors_row(const int16_t *pr, const int16_t 
 
 /* enc_model_row in 16-bit lanes for an 8-bit tile (ashift = lshift = 0). */
 CSP_AVX512_TARGET static void enc16_model_row(int kind, const int16_t *pr, const int16_t *cr, const int16_t *pe, int16_t *ce,
-                                              const int16_t *xe, const uint8_t *sel, int64_t w, range_t rg, const luts_t *L,
-                                              uint8_t *tok, uint8_t *joint, uint32_t *u) {
+                                              const int16_t *xe, const uint8_t *sel, int64_t w, range_t rg,
+                                              const enc16_tables_t *T, uint8_t *tok, uint8_t *joint, uint32_t *u) {
     const __m512i lo = _mm512_set1_epi16((int16_t)rg.lo), hi = _mm512_set1_epi16((int16_t)rg.hi);
-    const __m512i three = _mm512_set1_epi16(3), c16 = _mm512_set1_epi16(16), LI = enc16_left_idx();
-    const enc16_bitlen_t BT = enc16_bitlen_tables();
-    int16_t t_act0[64], t_lvl[32];
-    for (int i = 0; i < 64; i++) t_act0[i] = (int16_t)(L->act0[i] * NLVL);
-    for (int i = 0; i < 32; i++) t_lvl[i] = L->lvl[i];
-    const __m512i T0a = _mm512_loadu_si512(t_act0), T0b = _mm512_loadu_si512(t_act0 + 32), TL = _mm512_loadu_si512(t_lvl);
+    const __m512i three = _mm512_set1_epi16(3), c16 = _mm512_set1_epi16(16);
+    const enc16_bitlen_t BT = enc16_load(T);
+    const __m512i LI = BT.left;
+    const __m512i T0a = _mm512_loadu_si512(T->act0), T0b = _mm512_loadu_si512(T->act0 + 32), TL = _mm512_loadu_si512(T->lvl);
     __m512i lae = _mm512_setzero_si512();
     for (int64_t x = 0; x < w; x += 32) {
         const __mmask32 m = enc16_tail(x, w);
