@@ -17,6 +17,7 @@ typedef struct {
     int p16;           /* 8-bit tile on the vector path: the model runs on the int16 planes below */
     void *b16;         /* their block (freed with P) */
     int16_t *P16, *E16, *E016, *R16[3]; /* padded planes and error-row rings, row stride S16 */
+    uint16_t *hidx;    /* one row of joint histogram indices */
     int64_t S16;
 #if CSP_X86_AVX512
     enc16_tables_t t16; /* the 16-bit kernels' tables */
@@ -209,6 +210,17 @@ static inline void jh_row(jhist_t *J, const uint8_t *jc, const uint8_t *tk, int6
     for (; x < w; x++) ha[jc[x] * nt + tk[x]]++;
 }
 
+/* jh_row with the bins' indices (joint class * nt + token) given. */
+static inline void jh_row_idx(jhist_t *J, const uint16_t *ix, int64_t w) {
+    if (J->room < J->per_row) jh_flush(J);
+    J->room -= J->per_row;
+    const int64_t n = N_JOINT * J->nt;
+    uint16_t *ha = J->c16, *hb = ha + n, *hc = hb + n, *hd = hc + n;
+    int64_t x = 0;
+    for (; x + 3 < w; x += 4) { ha[ix[x]]++; hb[ix[x + 1]]++; hc[ix[x + 2]]++; hd[ix[x + 3]]++; }
+    for (; x < w; x++) ha[ix[x]]++;
+}
+
 /* Both modes' histograms (NTOK per context) from the joint one. */
 static void jh_finish(jhist_t *J, const uint8_t map0[N_JOINT], const uint8_t map1[N_JOINT], uint32_t *hist0,
                       uint32_t *hist1) {
@@ -255,9 +267,9 @@ static void analyze_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_t 
             int16_t *ce16 = E16 + (y + 1) * RS;
             ce16[0] = ce16[w + 1] = 0;
             enc16_model_row(kind, S->P16 + y * RS, S->P16 + (y + 1) * RS, E16 + y * RS, ce16,
-                            Ecross ? S->E016 + (y + 1) * RS : NULL, S->sel + i, w, rg, &S->t16, S->tok + i,
-                            S->ctx0 + i, S->u + i);
-            jh_row(&J, S->ctx0 + i, S->tok + i, w);
+                            Ecross ? S->E016 + (y + 1) * RS : NULL, S->sel + i, w, rg, &S->t16, J.nt, S->tok + i,
+                            S->ctx0 + i, S->u + i, S->hidx);
+            jh_row_idx(&J, S->hidx, w);
             i += w;
             continue;
         }
@@ -488,17 +500,18 @@ static void enc_scratch_planes(enc_scratch_t *S, int64_t h, int64_t w, int bps, 
     S->b16 = NULL;
     if (S->p16) {
         const int64_t S16 = (w + 2 + 31) & ~(int64_t)31;
-        const int64_t sizes[6] = {(h + 1) * S16, (h + 1) * S16, (h + 1) * S16, 2 * S16, 2 * S16, 2 * S16};
-        int16_t **dst[6] = {&S->P16, &S->E16, &S->E016, &S->R16[0], &S->R16[1], &S->R16[2]};
-        S->b16 = malloc(sizeof(int16_t) * (size_t)(3 * sizes[0] + 3 * sizes[3]) + 64 * 7);
+        const int64_t sizes[7] = {(h + 1) * S16, (h + 1) * S16, (h + 1) * S16, 2 * S16, 2 * S16, 2 * S16, S16};
+        int16_t **dst[7] = {&S->P16, &S->E16, &S->E016, &S->R16[0], &S->R16[1], &S->R16[2], (int16_t **)&S->hidx};
+        S->b16 = malloc(sizeof(int16_t) * (size_t)(3 * sizes[0] + 3 * sizes[3] + sizes[6]) + 64 * 8);
         if (!S->b16) S->p16 = 0;
         char *p = (char *)S->b16;
-        for (int k = 0; k < 6 && S->b16; k++) { /* &X[1] aligned: X at most 63 bytes after p */
+        for (int k = 0; k < 7 && S->b16; k++) { /* &X[1] aligned: X at most 63 bytes after p */
             int16_t *x = (int16_t *)(((uintptr_t)p + 2 + 63) & ~(uintptr_t)63) - 1;
             *dst[k] = x;
             p = (char *)(x + sizes[k]);
         }
         S->S16 = S16;
+        if (S->b16) S->hidx++; /* its column 0 is the aligned one */
     }
 }
 

@@ -149,10 +149,12 @@ CSP_AVX512_TARGET static void enc16_errors_row(const int16_t *pr, const int16_t 
     for (int k = 0; k < N_PRED; k++) costs[k] += _mm512_reduce_add_epi32(_mm512_madd_epi16(C[k], _mm512_set1_epi16(1)));
 }
 
-/* enc_model_row in 16-bit lanes for an 8-bit tile (ashift = lshift = 0). */
+/* enc_model_row in 16-bit lanes for an 8-bit tile (ashift = lshift = 0); also stores each sample's joint
+ * histogram index joint * nt + token in hidx (row-local). */
 CSP_AVX512_TARGET static void enc16_model_row(int kind, const int16_t *pr, const int16_t *cr, const int16_t *pe, int16_t *ce,
                                               const int16_t *xe, const uint8_t *sel, int64_t w, range_t rg,
-                                              const enc16_tables_t *T, uint8_t *tok, uint8_t *joint, uint32_t *u) {
+                                              const enc16_tables_t *T, int nt, uint8_t *tok, uint8_t *joint, uint32_t *u,
+                                              uint16_t *hidx) {
     const __m512i lo = _mm512_set1_epi16((int16_t)rg.lo), hi = _mm512_set1_epi16((int16_t)rg.hi);
     const __m512i three = _mm512_set1_epi16(3), c16 = _mm512_set1_epi16(16);
     const enc16_bitlen_t BT = enc16_load(T);
@@ -193,6 +195,7 @@ CSP_AVX512_TARGET static void enc16_model_row(int kind, const int16_t *pr, const
         const __m512i lv = _mm512_min_epi16(_mm512_max_epi16(p, _mm512_setzero_si512()), _mm512_set1_epi16(31));
         const __m512i j = _mm512_add_epi16(_mm512_permutex2var_epi16(T0a, act, T0b), _mm512_permutexvar_epi16(lv, TL));
         _mm256_mask_storeu_epi8((void *)(joint + x), m, _mm512_cvtepi16_epi8(j));
+        _mm512_mask_storeu_epi16((void *)(hidx + x), m, _mm512_add_epi16(_mm512_mullo_epi16(j, _mm512_set1_epi16((int16_t)nt)), t));
     }
 }
 
