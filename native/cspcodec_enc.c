@@ -399,6 +399,16 @@ static int64_t encode_plane(enc_scratch_t *S, const luts_t *L, int64_t h, int64_
 }
 
 #if CSP_X86_AVX512
+/* The transform with the smallest MED cost from the candidates' costs (R, G, B, Y, U, V for each k). */
+static int xform_from_costs(const int64_t cc[N_CAND]) {
+    int64_t cost[N_XFORM];
+    cost[0] = cc[0] + cc[1] + cc[2];
+    for (int xf = 1; xf < N_XFORM; xf++) cost[xf] = cc[3] + cc[4] + cc[4 + xf];
+    int xform = 0;
+    for (int xf = 1; xf < N_XFORM; xf++) if (cost[xf] < cost[xform]) xform = xf;
+    return xform;
+}
+
 /* choose_xform of a three-channel tile with every candidate plane filled in one pass per row (the same
  * costs as the plane-by-plane path): buf holds the padded row pair (above, current) of the N_CAND
  * candidates, 2 * N_CAND * (w + 2) samples. */
@@ -424,12 +434,27 @@ static int choose_xform_fused(const void *src, int bps, int64_t h, int64_t w, in
             cc[j] += enc_med_cost_row(above[j], cur[j], w);
         }
     }
-    int64_t cost[N_XFORM];
-    cost[0] = cc[0] + cc[1] + cc[2];
-    for (int xf = 1; xf < N_XFORM; xf++) cost[xf] = cc[3] + cc[4] + cc[4 + xf];
-    int xform = 0;
-    for (int xf = 1; xf < N_XFORM; xf++) if (cost[xf] < cost[xform]) xform = xf;
-    return xform;
+    return xform_from_costs(cc);
+}
+
+/* choose_xform_fused for an 8-bit tile in 16-bit lanes, without storing the candidate rows. */
+static int choose_xform_fused16(const uint8_t *src, int64_t h, int64_t w) {
+    enc16_tables_t T;
+    luts_t L;
+    make_luts(&L);
+    enc16_make_tables(&T, &L);
+    int64_t cc[N_CAND] = {0};
+    static const uint8_t zero[3] = {0, 0, 0};
+    for (int64_t y = (h > 1 ? 1 : 0); y < h; y += 4) {
+        const uint8_t *above = y > 0 ? src + (y - 1) * w * 3 : NULL;
+        const uint8_t *pad_above = y > 1 ? src + (y - 2) * w * 3 : zero, *pad_cur = y > 0 ? above : zero;
+        /* the tile's first touch: prefetch the next four rows (the next selection row pair, and the two
+         * rows between, which the plane fills read next) */
+        for (int64_t o = 0, end = (y + 5 < h ? 4 : h - y - 1) * w * 3; o < end; o += 64)
+            _mm_prefetch((const char *)(src + (y + 1) * w * 3 + o), _MM_HINT_T0);
+        enc16_xform_costs_row(above, src + y * w * 3, w, pad_above, pad_cur, &T, cc);
+    }
+    return xform_from_costs(cc);
 }
 #endif
 
@@ -438,6 +463,7 @@ static int choose_xform_fused(const void *src, int bps, int64_t h, int64_t w, in
 static int choose_xform(const void *src, int bps, int64_t h, int64_t w, int64_t c, int32_t maxv, int32_t *P, int simd) {
     int xform = 0;
 #if CSP_X86_AVX512
+    if (c == 3 && simd && w < 65536 && bps == 1) return choose_xform_fused16((const uint8_t *)src, h, w);
     if (c == 3 && simd && w < 65536) {
         int32_t *buf = (int32_t *)malloc(sizeof(int32_t) * (size_t)(2 * N_CAND * (w + 2)));
         if (buf) {

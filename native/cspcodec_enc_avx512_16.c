@@ -71,25 +71,41 @@ CSP_AVX512_TARGET static inline __m512i enc16_score(const int16_t *pe, __m512i l
     return _mm512_add_epi16(_mm512_slli_epi16(two, 1), _mm512_add_epi16(ENC16_LD(m, pe + x), ENC16_LD(m, pe + x + 2)));
 }
 
+/* R, G, B of the n <= 32 interleaved 8-bit pixels at src as 16-bit lanes (zero beyond n). */
+typedef struct { __m512i r, g, b; } enc16_rgb_idx_t;
+
+CSP_AVX512_TARGET static inline enc16_rgb_idx_t enc16_rgb_idx(void) {
+    uint8_t ir[64], ig[64], ib[64];
+    for (int i = 0; i < 64; i++) {
+        ir[i] = (uint8_t)(i < 32 ? 3 * i : 0); ig[i] = (uint8_t)(i < 32 ? 3 * i + 1 : 0); ib[i] = (uint8_t)(i < 32 ? 3 * i + 2 : 0);
+    }
+    enc16_rgb_idx_t I;
+    I.r = _mm512_loadu_si512(ir); I.g = _mm512_loadu_si512(ig); I.b = _mm512_loadu_si512(ib);
+    return I;
+}
+
+CSP_AVX512_TARGET static inline void enc16_load_rgb(const enc16_rgb_idx_t *I, const uint8_t *src, int64_t n, __m512i *r,
+                                                   __m512i *g, __m512i *b) {
+    const int64_t nb = 3 * n;
+    const __m512i z0 = _mm512_maskz_loadu_epi8(nb >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << nb) - 1), (const void *)src);
+    const __m512i z1 = _mm512_maskz_loadu_epi8(nb > 64 ? (((__mmask64)1 << (nb - 64)) - 1) : 0, (const void *)(src + 64));
+    *r = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(_mm512_permutex2var_epi8(z0, I->r, z1)));
+    *g = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(_mm512_permutex2var_epi8(z0, I->g, z1)));
+    *b = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(_mm512_permutex2var_epi8(z0, I->b, z1)));
+}
+
 /* One row (columns 0..w-1, unpadded) of plane pl of an 8-bit tile with c channels under xform. */
 CSP_AVX512_TARGET static void enc16_fill_row(const uint8_t *src, int64_t w, int64_t c, int xform, int pl, int16_t *row) {
     if (c != 3) {
         for (int64_t x = 0; x < w; x++) row[x] = src[x * c + pl];
         return;
     }
-    uint8_t ir[64], ig[64], ib[64];
-    for (int i = 0; i < 64; i++) {
-        ir[i] = (uint8_t)(i < 32 ? 3 * i : 0); ig[i] = (uint8_t)(i < 32 ? 3 * i + 1 : 0); ib[i] = (uint8_t)(i < 32 ? 3 * i + 2 : 0);
-    }
-    const __m512i IR = _mm512_loadu_si512(ir), IG = _mm512_loadu_si512(ig), IBB = _mm512_loadu_si512(ib);
+    const enc16_rgb_idx_t I = enc16_rgb_idx();
     const __m512i k = _mm512_set1_epi16((int16_t)(xform ? xform - 1 : 0));
     for (int64_t x = 0; x < w; x += 32) {
-        const int64_t n = w - x < 32 ? w - x : 32, nb = 3 * n;
-        const __m512i z0 = _mm512_maskz_loadu_epi8(nb >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << nb) - 1), (const void *)(src + 3 * x));
-        const __m512i z1 = _mm512_maskz_loadu_epi8(nb > 64 ? (((__mmask64)1 << (nb - 64)) - 1) : 0, (const void *)(src + 3 * x + 64));
-        const __m512i r = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(_mm512_permutex2var_epi8(z0, IR, z1)));
-        const __m512i g = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(_mm512_permutex2var_epi8(z0, IG, z1)));
-        const __m512i b = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(_mm512_permutex2var_epi8(z0, IBB, z1)));
+        const int64_t n = w - x < 32 ? w - x : 32;
+        __m512i r, g, b;
+        enc16_load_rgb(&I, src + 3 * x, n, &r, &g, &b);
         __m512i v;
         if (!xform) v = pl == 0 ? r : (pl == 1 ? g : b);
         else if (pl == 0) v = _mm512_srai_epi16(_mm512_add_epi16(_mm512_add_epi16(r, b), _mm512_slli_epi16(g, 1)), 2);
@@ -110,6 +126,50 @@ CSP_AVX512_TARGET static void enc16_fill_plane(const uint8_t *src, int64_t h, in
         row[0] = P[y * W2 + 1];
         row[w + 1] = row[w];
     }
+}
+
+/* Candidate j of choose_xform (XF_CAND order: R, G, B, Y, U, V for k = 0 .. N_XFORM - 2) of pixels r, g, b. */
+CSP_AVX512_TARGET static inline __m512i enc16_cand(int j, __m512i r, __m512i g, __m512i b) {
+    if (j == 0) return r;
+    if (j == 1) return g;
+    if (j == 2) return b;
+    if (j == 3) return _mm512_srai_epi16(_mm512_add_epi16(_mm512_add_epi16(r, b), _mm512_slli_epi16(g, 1)), 2);
+    const __m512i u = _mm512_sub_epi16(r, g);
+    if (j == 4) return u;
+    return _mm512_sub_epi16(_mm512_sub_epi16(b, g), _mm512_srai_epi16(_mm512_mullo_epi16(_mm512_set1_epi16((int16_t)(j - 5)), u), 2));
+}
+
+/* The MED costs (sum of bit lengths of |x - MED|) of one selection row of every choose_xform candidate
+ * plane of an 8-bit three-channel tile, added to cost[]: cur is the row, above the row above (NULL: the
+ * zero row above row 0), pad_cur / pad_above the pixels left of their column 0 (the first pixel of the row
+ * above each; zeros where that row does not exist). The transforms act per pixel, so a candidate's left
+ * neighbours are the candidate of the left-shifted R, G, B: no candidate row is stored. */
+CSP_AVX512_TARGET static void enc16_xform_costs_row(const uint8_t *above, const uint8_t *cur, int64_t w, const uint8_t pad_above[3],
+                                                    const uint8_t pad_cur[3], const enc16_tables_t *T, int64_t cost[N_CAND]) {
+    const enc16_rgb_idx_t I = enc16_rgb_idx();
+    const enc16_bitlen_t BT = enc16_load(T);
+    __m512i acc[N_CAND]; /* per lane at most ceil(w / 32) * 11 < 2^15 */
+    for (int j = 0; j < N_CAND; j++) acc[j] = _mm512_setzero_si512();
+    __m512i pr = _mm512_set1_epi16(pad_cur[0]), pg = _mm512_set1_epi16(pad_cur[1]), pb = _mm512_set1_epi16(pad_cur[2]);
+    __m512i qr = _mm512_set1_epi16(pad_above[0]), qg = _mm512_set1_epi16(pad_above[1]), qb = _mm512_set1_epi16(pad_above[2]);
+    for (int64_t x = 0; x < w; x += 32) {
+        const int64_t n = w - x < 32 ? w - x : 32;
+        const __mmask32 m = enc16_tail(x, w);
+        __m512i r, g, b, ra = _mm512_setzero_si512(), ga = ra, ba = ra;
+        enc16_load_rgb(&I, cur + 3 * x, n, &r, &g, &b);
+        if (above) enc16_load_rgb(&I, above + 3 * x, n, &ra, &ga, &ba);
+        const __m512i lr = enc16_left(r, pr, BT.left), lg = enc16_left(g, pg, BT.left), lb = enc16_left(b, pb, BT.left);
+        const __m512i lra = enc16_left(ra, qr, BT.left), lga = enc16_left(ga, qg, BT.left), lba = enc16_left(ba, qb, BT.left);
+        pr = r; pg = g; pb = b; qr = ra; qg = ga; qb = ba;
+        for (int j = 0; j < N_CAND; j++) {
+            const __m512i A = enc16_cand(j, lr, lg, lb), V = enc16_cand(j, r, g, b);
+            const __m512i B = enc16_cand(j, ra, ga, ba), C = enc16_cand(j, lra, lga, lba);
+            const __m512i mx = _mm512_max_epi16(A, B), mn = _mm512_min_epi16(A, B);
+            const __m512i pm = _mm512_max_epi16(mn, _mm512_min_epi16(mx, _mm512_sub_epi16(_mm512_add_epi16(A, B), C)));
+            acc[j] = _mm512_mask_add_epi16(acc[j], m, acc[j], enc16_bitlen(&BT, _mm512_abs_epi16(_mm512_sub_epi16(V, pm))));
+        }
+    }
+    for (int j = 0; j < N_CAND; j++) cost[j] += _mm512_reduce_add_epi32(_mm512_madd_epi16(acc[j], _mm512_set1_epi16(1)));
 }
 
 /* enc_errors_row in 16-bit lanes (costs only: the absolute-error sums serve 16-bit tiles alone). */
