@@ -411,12 +411,6 @@ CSP_AVX512_TARGET static int v3_avx512_output3_u8(const int32_t *P0, int64_t SK,
     return bad ? CSP_E_RANGE : CSP_OK;
 }
 
-/* The rANS pass of one plane of 32 lanes, backwards (the encoder's side of v3_avx512_kernel): steps from
- * the last down, in each step phase B (raw bits) then phase A (tokens), each phase pushing the words of
- * lanes 31..16 then 15..0 (a compress-store per vector: ascending lanes at ascending addresses below wp,
- * as the scalar pass leaves them). Per lane the sample index is walked backwards; tokens, contexts and
- * residual codes are gathered (tk/cx: bytes, readable 3 bytes past the end). x / f is computed in float
- * (quotient below 2^21, off by at most one) and corrected exactly. Returns the new wp. */
 /* The emitter's input of n samples, one word each: raw bits (u's low TOK_NB[token] bits) | token << 16 |
  * context << 23, written over u. */
 CSP_AVX512_TARGET static void v3_avx512_pack(const uint8_t *tk, const uint8_t *cx, uint32_t *uu, int64_t n) {
@@ -434,8 +428,13 @@ CSP_AVX512_TARGET static void v3_avx512_pack(const uint8_t *tk, const uint8_t *c
     }
 }
 
-/* The backward rANS pass of one plane with 32 lanes (two 16-lane vectors per step); pks is the plane's
- * packed input (v3_avx512_pack), fs the chosen tables as freq | start << 16 per context and token. */
+/* The rANS pass of one plane of 32 lanes, backwards (the encoder's side of v3_avx512_kernel): steps from
+ * the last down, in each step phase B (raw bits) then phase A (tokens), each phase pushing the words of
+ * lanes 31..16 then 15..0 (a compress-store per vector: ascending lanes at ascending addresses below wp,
+ * as the scalar pass leaves them). Per lane the sample index is walked backwards and the sample's packed
+ * word (pks, from v3_avx512_pack) gathered, then its table entry (fs: freq | start << 16 per context and
+ * token). x / f is computed in float (quotient below 2^21, off by at most one) and corrected exactly.
+ * Returns the new wp. */
 CSP_AVX512_TARGET static int64_t v3_avx512_emit_plane(const v3sched_t *SC, int64_t w, const uint32_t *pks,
                                               const uint32_t *fs, uint32_t *xs, uint16_t *wbuf, int64_t wp) {
     uint8_t t_nb[128];
