@@ -12,6 +12,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* 64-byte aligned blocks (free with csp_free64): the vector kernels load and store whole 64-byte rows of
+ * their scratch buffers, and a buffer at malloc's 16-byte alignment splits every one of them across two
+ * cache lines. The block's malloc pointer is kept just before it. */
+static void *csp_alloc64(size_t n) {
+    unsigned char *raw = (unsigned char *)malloc(n + 64 + sizeof(void *));
+    if (!raw) return NULL;
+    void **a = (void **)(((uintptr_t)(raw + sizeof(void *)) + 63) & ~(uintptr_t)63);
+    a[-1] = raw;
+    return a;
+}
+static void csp_free64(void *p) { if (p) free(((void **)p)[-1]); }
+
 #define NTOK 76
 #define N_XFORM 6 /* 0 = none, 1 + k = RCT with V = (B - G) - ((k * U) >> 2), k = 0..4 */
 #define PROB_BITS 11

@@ -394,7 +394,7 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
     const int64_t pad = 4;                                 /* rows before step 0 (steps -3..-1 are read) */
     const int64_t rows = pad + SC.tend + 20, SK = rows * V3_LANES; /* + 16: the output pass reads whole blocks */
     const int nP = c == 3 ? 3 : 1; /* three-channel tiles are written together at the end */
-    int32_t *buf = (int32_t *)malloc(sizeof(int32_t) * (size_t)(SK * (nP + 5)));
+    int32_t *buf = (int32_t *)csp_alloc64(sizeof(int32_t) * (size_t)(SK * (nP + 5))); /* rows of 128 bytes */
     dtables_t *T = (dtables_t *)malloc(sizeof(dtables_t));
     if (!buf || !T) { rc = CSP_E_NOMEM; goto done; }
     luts_t Lu; make_luts(&Lu);
@@ -453,6 +453,6 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
     }
     rc = CSP_OK;
 done:
-    free(buf); free(T);
+    csp_free64(buf); free(T);
     return rc;
 }
