@@ -1,8 +1,8 @@
 /* Tiny harness for memory checking the C decoder (tests/test_lossless_codec.py runs it under valgrind).
  *
  * Usage: csp_decode_harness FILE...   decodes every file (corrupt ones must fail cleanly) and
- * round-trips small synthetic images through the encoders (bitstream versions 1, 2 and 3). Exit status
- * 0 unless a round trip fails.
+ * round-trips small synthetic 8- and 16-bit images of several shapes through the encoders (bitstream
+ * versions 1, 2 and 3). Exit status 0 unless a round trip fails.
  */
 #include "cspcodec.h"
 
@@ -10,17 +10,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int roundtrip(int version) {
-    enum { H = 37, W = 70, C = 3 }; /* W >= 64: 32 lanes in version 3 */
-    static uint16_t img[H * W * C], back[H * W * C];
-    for (int i = 0; i < H * W * C; i++) img[i] = (uint16_t)((i * 2654435761u) >> 20);
-    int64_t cap = (version == 3 ? csp_encode3_bound : csp_encode_bound)(H, W, C, 2);
-    uint8_t *buf = (uint8_t *)malloc((size_t)cap);
-    if (!buf) return 1;
-    int64_t n = (version == 3 ? csp_encode3 : version == 2 ? csp_encode2 : csp_encode)(img, H, W, C, 2, buf, cap);
-    int rc = n < 0 ? 1 : csp_decode(buf, n, back, (int64_t)sizeof back);
-    free(buf);
-    return rc != 0 || memcmp(img, back, sizeof img) != 0;
+/* Encode a synthetic h x w x c image (bps 1 or 2) in `version`, decode it, compare. 0 when it matches. */
+static int roundtrip(int version, int bps, int64_t h, int64_t w, int64_t c) {
+    const size_t n = (size_t)(h * w * c), bytes = n * (size_t)bps;
+    uint8_t *img = (uint8_t *)malloc(bytes), *back = (uint8_t *)malloc(bytes);
+    int64_t cap = (version == 3 ? csp_encode3_bound : csp_encode_bound)(h, w, c, bps);
+    uint8_t *buf = cap > 0 ? (uint8_t *)malloc((size_t)cap) : NULL;
+    int bad = 1;
+    if (img && back && buf) {
+        for (size_t i = 0; i < n; i++) { /* smooth channels with noise, and a few extremes */
+            const uint32_t v = (uint32_t)(((i / (size_t)c) % (size_t)w) * 3 + (i % (size_t)c) * 40) + (((uint32_t)i * 2654435761u) >> 28);
+            const uint32_t x = (i % 97 == 0) ? 0xFFFFFFFFu : v;
+            if (bps == 1) img[i] = (uint8_t)x; else ((uint16_t *)img)[i] = (uint16_t)(x * 37u);
+        }
+        int64_t m = (version == 3 ? csp_encode3 : version == 2 ? csp_encode2 : csp_encode)(img, h, w, c, bps, buf, cap);
+        bad = m < 0 || csp_decode(buf, m, back, (int64_t)bytes) != 0 || memcmp(img, back, bytes) != 0;
+    }
+    free(img); free(back); free(buf);
+    if (bad) fprintf(stderr, "round trip failed: version %d, %d bytes/sample, %lld x %lld x %lld\n", version, bps,
+                     (long long)h, (long long)w, (long long)c);
+    return bad;
 }
 
 int main(int argc, char **argv) {
@@ -43,5 +52,12 @@ int main(int argc, char **argv) {
         printf("%s %d\n", argv[i], rc);
         free(data);
     }
-    return roundtrip(1) || roundtrip(2) || roundtrip(3);
+    /* W >= 64: 32 lanes in version 3; 8-bit tiles take the encoder's 16-bit path; 4 channels: no RCT */
+    static const int64_t shapes[][3] = {{37, 70, 3}, {5, 3, 1}, {66, 257, 3}, {33, 64, 4}, {1, 90, 3}};
+    int bad = 0;
+    for (int v = 1; v <= 3; v++)
+        for (int bps = 1; bps <= 2; bps++)
+            for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+                bad |= roundtrip(v, bps, shapes[k][0], shapes[k][1], shapes[k][2]);
+    return bad;
 }
