@@ -112,9 +112,9 @@ static int64_t csp_encode3_simd(const void *src, int64_t h, int64_t w, int64_t c
         const v3freq_t *F = &FQ[pl];
 #if CSP_X86_AVX512
         if (simd && SC.L == V3_LANES) {
-            uint32_t fs[MAX_CTX * NTOK];
+            uint32_t fs[MAX_CTX * 128]; /* indexed by context << 7 | token, as the packed input holds them */
             for (int k = 0; k < MAX_CTX; k++)
-                for (int q = 0; q < NTOK; q++) fs[k * NTOK + q] = F->freq[k][q] | ((uint32_t)F->start[k][q] << 16);
+                for (int q = 0; q < 128; q++) fs[k * 128 + q] = q < NTOK ? F->freq[k][q] | ((uint32_t)F->start[k][q] << 16) : 0;
             v3_avx512_pack(tk, cx, uA + pl * N, N); /* u is not needed after this plane's pass */
             wp = v3_avx512_emit_plane(&SC, w, uA + pl * N, fs, xs, wbuf, wp);
             continue;

@@ -412,7 +412,7 @@ CSP_AVX512_TARGET static int v3_avx512_output3_u8(const int32_t *P0, int64_t SK,
 }
 
 /* The emitter's input of n samples, one word each: raw bits (u's low TOK_NB[token] bits) | token << 16 |
- * context << 23, written over u. */
+ * context << 23 (so bits 16.. are the table index context * 128 + token), written over u. */
 CSP_AVX512_TARGET static void v3_avx512_pack(const uint8_t *tk, const uint8_t *cx, uint32_t *uu, int64_t n) {
     const __m512i one = _mm512_set1_epi32(1), c16 = _mm512_set1_epi32(16), two = _mm512_set1_epi32(2);
     for (int64_t i = 0; i < n; i += 16) {
@@ -433,7 +433,7 @@ CSP_AVX512_TARGET static void v3_avx512_pack(const uint8_t *tk, const uint8_t *c
  * lanes 31..16 then 15..0 (a compress-store per vector: ascending lanes at ascending addresses below wp,
  * as the scalar pass leaves them). Per lane the sample index is walked backwards and the sample's packed
  * word (pks, from v3_avx512_pack) gathered, then its table entry (fs: freq | start << 16 per context and
- * token). x / f is computed in float (quotient below 2^21, off by at most one) and corrected exactly.
+ * token, 128 per context). x / f is computed in float (quotient below 2^21, off by at most one) and corrected exactly.
  * Returns the new wp. */
 CSP_AVX512_TARGET static int64_t v3_avx512_emit_plane(const v3sched_t *SC, int64_t w, const uint32_t *pks,
                                               const uint32_t *fs, uint32_t *xs, uint16_t *wbuf, int64_t wp) {
@@ -441,7 +441,7 @@ CSP_AVX512_TARGET static int64_t v3_avx512_emit_plane(const v3sched_t *SC, int64
     for (int s = 0; s < 128; s++) t_nb[s] = s < NTOK ? TOK_NB[s] : 0;
     const __m512i T_nb0 = _mm512_loadu_si512(t_nb), T_nb1 = _mm512_loadu_si512(t_nb + 64);
     const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1), t7f = _mm512_set1_epi32(0x7F);
-    const __m512i ffff = _mm512_set1_epi32(0xFFFF), c32 = _mm512_set1_epi32(32), ntok = _mm512_set1_epi32(NTOK);
+    const __m512i ffff = _mm512_set1_epi32(0xFFFF), c32 = _mm512_set1_epi32(32);
     const __m512i w1 = _mm512_set1_epi32((int)(w - 1));
     const __m512i wrap = _mm512_set1_epi32((int)(1 + (V3_LANES - 1) * w));
     __m512i X[2], Q[2], NW[2], COL[2], IDX[2];
@@ -462,10 +462,10 @@ CSP_AVX512_TARGET static int64_t v3_avx512_emit_plane(const v3sched_t *SC, int64
         for (int h = 0; h < 2; h++) {
             on[h] = _mm512_cmpge_epi32_mask(Q[h], zero) & _mm512_cmplt_epi32_mask(Q[h], NW[h]);
             const __m512i pk = _mm512_mask_i32gather_epi32(zero, on[h], IDX[h], (const int *)pks, 4);
-            tok[h] = _mm512_and_si512(_mm512_srli_epi32(pk, 16), t7f);
+            const __m512i ct = _mm512_srli_epi32(pk, 16); /* context << 7 | token */
+            tok[h] = _mm512_and_si512(ct, t7f);
             u[h] = _mm512_and_si512(pk, ffff);
-            fsv[h] = _mm512_mask_i32gather_epi32(zero, on[h], _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srli_epi32(pk, 23), ntok),
-                                                                                tok[h]), (const int *)fs, 4);
+            fsv[h] = _mm512_mask_i32gather_epi32(zero, on[h], ct, (const int *)fs, 4);
         }
         for (int h = 1; h >= 0; h--) { /* phase B: raw bits */
             const __m512i nb = _mm512_permutex2var_epi8(T_nb0, tok[h], T_nb1);
