@@ -357,7 +357,7 @@ CSP_AVX512_TARGET static int v3_avx512_output3_u8(const int32_t *P0, int64_t SK,
     uint8_t perm[64];
     for (int i = 0; i < 64; i++) perm[i] = (uint8_t)(i < 48 ? (i / 3) * 4 + i % 3 : 63);
     const __m512i PERM = _mm512_loadu_si512(perm), vmax = _mm512_set1_epi32(255), vk = _mm512_set1_epi32(xform ? xform - 1 : 0);
-    int bad = 0;
+    __m512i over = _mm512_setzero_si512(); /* OR of the active lanes' RCT outputs */
     for (int g = 0; g < 2; g++) {
         int64_t x[16], r[16]; /* column and row index of the lane's sample at the block's first step */
         int32_t q0[16], nw[16];
@@ -380,8 +380,8 @@ CSP_AVX512_TARGET static int v3_avx512_output3_u8(const int32_t *P0, int64_t SK,
                     gg = _mm512_sub_epi32(rr, _mm512_srai_epi32(_mm512_add_epi32(U, V), 2));
                     rr = _mm512_add_epi32(U, gg);
                     bb = _mm512_add_epi32(V, gg);
-                    bad |= (_mm512_mask_cmpgt_epu32_mask(on, rr, vmax) | _mm512_mask_cmpgt_epu32_mask(on, gg, vmax) |
-                            _mm512_mask_cmpgt_epu32_mask(on, bb, vmax)) != 0;
+                    /* a value outside [0, 255] has a bit above the low 8 set (negatives: the sign bits) */
+                    over = _mm512_mask_or_epi32(over, on, over, _mm512_ternarylogic_epi32(rr, gg, bb, 0xFE));
                 }
                 px[j] = _mm512_or_si512(_mm512_and_si512(rr, vmax),
                                         _mm512_or_si512(_mm512_slli_epi32(_mm512_and_si512(gg, vmax), 8),
@@ -408,7 +408,7 @@ CSP_AVX512_TARGET static int v3_avx512_output3_u8(const int32_t *P0, int64_t SK,
             }
         }
     }
-    return bad ? CSP_E_RANGE : CSP_OK;
+    return _mm512_test_epi32_mask(over, _mm512_set1_epi32(~255)) ? CSP_E_RANGE : CSP_OK;
 }
 
 /* The emitter's input of n samples, one word each: raw bits (u's low TOK_NB[token] bits) | token << 16 |
