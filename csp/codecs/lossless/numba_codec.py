@@ -1,7 +1,8 @@
 """Numba implementation of the CSP lossless codec (same bitstream as :mod:`.reference` and the C code).
 
-Used when the C extension is not available. Kernels are compiled on first use (cached on disk) and
-release the GIL (``nogil=True``); they keep no global state.
+Used when the C extension is not available. The encoder-side model (colour transform, predictor,
+tokens, contexts, tables) lives in :mod:`.numba_model` and is re-exported from here. Kernels are
+compiled on first use (cached on disk) and release the GIL (``nogil=True``); they keep no global state.
 """
 
 from __future__ import annotations
@@ -12,7 +13,34 @@ import zlib
 import numba as nb
 import numpy as np
 
-from csp.codecs.lossless.reference import (
+from csp.codecs.lossless.numba_model import (  # noqa: F401 - re-exported for the other Numba modules
+    _ACT0,
+    _ACT1,
+    _JIT,
+    _LVL,
+    _MAX_CTX,
+    _N_XFORM,
+    _NCTX0,
+    _abs_sum,
+    _analyze_plane,
+    _bitlen,
+    _bw_finish,
+    _bw_put,
+    _choose_xform,
+    _dequant,
+    _fill_plane,
+    _hist_cost,
+    _med_cost,
+    _mitchell,
+    _normalize,
+    _plane_range,
+    _predict,
+    _predictor_errors,
+    _sel,
+    _sel3,
+    _write_freqs,
+)
+from csp.codecs.lossless.reference import (  # noqa: F401 - re-exported
     ACT0_LUT,
     ACT1_LUT,
     HEADER,
@@ -34,10 +62,6 @@ from csp.errors import CodecError
 
 __all__ = ["decode", "encode"]
 
-_MAX_CTX = 32
-_N_XFORM = 6
-_NCTX0 = N_CTX[0]
-
 _E_TABLE, _E_DATA, _E_RANGE, _E_SIZE = -6, -7, -8, -9
 _MESSAGES = {
     _E_TABLE: "corrupt csp frequency table",
@@ -47,177 +71,7 @@ _MESSAGES = {
 }
 
 
-#: context lookup tables of the reference (mode-1 activity classes pre-multiplied by the level count)
-_ACT0, _ACT1, _LVL = ACT0_LUT, ACT1_LUT * (len(LVL_THR) + 1), LVL_LUT
-
-_JIT = {"cache": True, "nogil": True}
-
-
-@nb.njit(**_JIT)
-def _bitlen(x):
-    """bit_length of a non-negative int below 2**32 (0 for 0)."""
-    n = 0
-    if x >= 1 << 16:
-        x >>= 16
-        n += 16
-    if x >= 1 << 8:
-        x >>= 8
-        n += 8
-    if x >= 1 << 4:
-        x >>= 4
-        n += 4
-    if x >= 1 << 2:
-        x >>= 2
-        n += 2
-    if x >= 2:
-        x >>= 1
-        n += 1
-    return n + x
-
-
-@nb.njit(**_JIT)
-def _predict(kind, a, b, c, d, lo, hi):
-    if kind == 0:
-        mx = max(a, b)
-        mn = min(a, b)
-        if c >= mx:
-            p = mn
-        elif c <= mn:
-            p = mx
-        else:
-            p = a + b - c
-    elif kind == 1:
-        p = (2 * a + 2 * b - c + d + 2) >> 2
-    else:
-        p = (a + b + 1) >> 1
-    return min(max(p, lo), hi)
-
-
-@nb.njit(**_JIT)
-def _mitchell(x):
-    n = _bitlen(x) - 1
-    return (n << 8) + (((x << 8) >> n) - 256)
-
-
-@nb.njit(**_JIT)
-def _normalize(w, n, f):
-    wt = 0
-    for s in range(n):
-        wt += w[s]
-    tot = 0
-    for s in range(n):
-        v = (w[s] * TOTAL) // wt if w[s] else 0
-        if w[s] and v < 1:
-            v = 1
-        f[s] = v
-        tot += v
-    diff = TOTAL - tot
-    while diff != 0:
-        i = 0
-        for s in range(1, n):
-            if f[s] > f[i]:
-                i = s
-        if diff > 0:
-            f[i] += diff
-            diff = 0
-        else:
-            take = min(-diff, f[i] - 1)
-            if take == 0:
-                break
-            f[i] -= take
-            diff += take
-
-
-@nb.njit(**_JIT)
-def _dequant(length, mant):
-    if length <= 2:
-        return 0 if length == 0 else ((1 << (length - 1)) | mant)
-    return ((2 | mant) << (length - 2)) + (1 << (length - 3))
-
-
-@nb.njit(**_JIT)
-def _sel(EM, EA, y, x, pm, pa):
-    """PRED_SEL: MED or AVG4, whichever erred less at the causal neighbours (padded coordinates)."""
-    sm = 2 * EM[y + 1, x] + 2 * EM[y, x + 1] + EM[y, x] + EM[y, x + 2]
-    sa = 2 * EA[y + 1, x] + 2 * EA[y, x + 1] + EA[y, x] + EA[y, x + 2]
-    return pm if sm <= sa else pa
-
-
-@nb.njit(**_JIT)
-def _sel3(EM, EA, EG, y, x, pm, pa, pg):
-    """PRED_SEL3: MED, AVG4 or GRAD, whichever erred least at the causal neighbours (first on ties)."""
-    sm = 2 * EM[y + 1, x] + 2 * EM[y, x + 1] + EM[y, x] + EM[y, x + 2]
-    sa = 2 * EA[y + 1, x] + 2 * EA[y, x + 1] + EA[y, x] + EA[y, x + 2]
-    sg = 2 * EG[y + 1, x] + 2 * EG[y, x + 1] + EG[y, x] + EG[y, x + 2]
-    p = pm if sm <= sa else pa
-    return pg if sg < min(sm, sa) else p
-
-
-# ----------------------------------------------------------------------------- bit writer (array state)
-@nb.njit(**_JIT)
-def _bw_put(buf, st, v, nbits):
-    """st = [pos, acc, n, overflow]"""
-    if nbits == 0:
-        return
-    st[1] |= (v & ((1 << nbits) - 1)) << st[2]
-    st[2] += nbits
-    while st[2] >= 8:
-        if st[0] < buf.size:
-            buf[st[0]] = st[1] & 0xFF
-            st[0] += 1
-        else:
-            st[3] = 1
-        st[1] >>= 8
-        st[2] -= 8
-
-
-@nb.njit(**_JIT)
-def _bw_finish(buf, st):
-    if st[2] > 0:
-        if st[0] < buf.size:
-            buf[st[0]] = st[1] & 0xFF
-            st[0] += 1
-        else:
-            st[3] = 1
-    st[1] = 0
-    st[2] = 0
-
-
 # ----------------------------------------------------------------------------- encoder
-@nb.njit(**_JIT)
-def _fill_plane(src, xform, pl, P):
-    h, w = src.shape[0], src.shape[1]
-    P[0, :] = 0
-    for y in range(h):
-        for x in range(w):
-            if xform == 0:
-                v = np.int64(src[y, x, pl])
-            else:
-                r = np.int64(src[y, x, 0])
-                g = np.int64(src[y, x, 1])
-                b = np.int64(src[y, x, 2])
-                if pl == 0:
-                    v = (r + 2 * g + b) >> 2
-                elif pl == 1:
-                    v = r - g
-                else:
-                    v = (b - g) - (((xform - 1) * (r - g)) >> 2)
-            P[y + 1, x + 1] = v
-        P[y + 1, 0] = P[y, 1]
-        P[y + 1, w + 1] = P[y + 1, w]
-
-
-@nb.njit(**_JIT)
-def _plane_range(xform, pl, maxv):
-    """(lo, hi) of plane pl under transform xform (see reference._plane_range)."""
-    if xform >= 1 and pl == 1:
-        return -maxv, maxv
-    if xform >= 1 and pl == 2:
-        span = maxv + (((xform - 1) * maxv + 3) >> 2)
-        return -span, span
-    return 0, maxv
-
-
 @nb.njit(**_JIT)
 def _store_rct_pixel(out, y, x, yy, u, v, xform, maxv):
     """Inverse RCT of one pixel's Y, U, V into ``out[y, x, :3]`` (all bitstream versions); False when a
@@ -232,220 +86,6 @@ def _store_rct_pixel(out, y, x, yy, u, v, xform, maxv):
     out[y, x, 1] = g
     out[y, x, 2] = b
     return True
-
-
-@nb.njit(**_JIT)
-def _med_cost(P, h, w, lo, hi):
-    """Sum of bit_length(|x - MED|) over the selection rows (colour transform choice)."""
-    s = 0
-    y = 1 if h > 1 else 0
-    while y < h:
-        for x in range(w):
-            s += _bitlen(abs(P[y + 1, x + 1] - _predict(0, P[y + 1, x], P[y, x + 1], P[y, x], P[y, x + 2], lo, hi)))
-        y += 4
-    return s
-
-
-@nb.njit(**_JIT)
-def _predictor_errors(P, h, w, lo, hi, EM, EA, EG, sads, costs):
-    """Absolute-error sums and bit-length costs of every predictor over the plane (one pass); fills
-    EM/EA/EG (|x - MED|, |x - AVG4|, |x - GRAD|, zero padded)."""
-    EM[:, :] = 0
-    EA[:, :] = 0
-    EG[:, :] = 0
-    sads[:] = 0
-    costs[:] = 0
-    for y in range(h):
-        for x in range(w):
-            a = P[y + 1, x]
-            b = P[y, x + 1]
-            c = P[y, x]
-            d = P[y, x + 2]
-            v = P[y + 1, x + 1]
-            pm = _predict(0, a, b, c, d, lo, hi)
-            pa = _predict(1, a, b, c, d, lo, hi)
-            pg = min(max(a + b - c, lo), hi)
-            e3 = abs(v - _sel(EM, EA, y, x, pm, pa))  # uses errors up to x - 1
-            e4 = abs(v - _sel3(EM, EA, EG, y, x, pm, pa, pg))
-            e0 = abs(v - pm)
-            e1 = abs(v - pa)
-            e2 = abs(v - _predict(2, a, b, c, d, lo, hi))
-            EM[y + 1, x + 1] = e0
-            EA[y + 1, x + 1] = e1
-            EG[y + 1, x + 1] = abs(v - pg)
-            sads[0] += e0
-            sads[1] += e1
-            sads[2] += e2
-            sads[3] += e3
-            sads[4] += e4
-            costs[0] += _bitlen(e0)
-            costs[1] += _bitlen(e1)
-            costs[2] += _bitlen(e2)
-            costs[3] += _bitlen(e3)
-            costs[4] += _bitlen(e4)
-
-
-@nb.njit(**_JIT)
-def _abs_sum(P, h, w):
-    s = 0
-    for y in range(h):
-        for x in range(w):
-            s += abs(P[y + 1, x + 1])
-    return s, h * w
-
-
-@nb.njit(**_JIT)
-def _hist_cost(hist, nctx):
-    cost = 0
-    for k in range(nctx):
-        n = 0
-        last = -1
-        for s in range(NTOK):
-            if hist[k, s]:
-                n += hist[k, s]
-                last = s
-        if n == 0:
-            continue
-        lg = _mitchell(n)
-        for s in range(last + 1):
-            if hist[k, s]:
-                cost += hist[k, s] * (lg - _mitchell(hist[k, s]))
-        cost += 256 * (8 + 3 * (last + 1))
-    return cost
-
-
-@nb.njit(**_JIT)
-def _write_freqs(tbuf, bst, row, wts, f, freq, start):
-    """Write one context's frequency table (versions 1 and 2) from histogram ``row``; ``freq``/``start``
-    get the normalised frequencies (zero for an empty context, written as one 0 bit). Returns nsym."""
-    last = -1
-    for s in range(NTOK):
-        freq[s] = 0
-        start[s] = 0
-        if row[s]:
-            last = s
-    if last < 0:
-        _bw_put(tbuf, bst, 0, 1)
-        return 0
-    nsym = last + 1
-    _bw_put(tbuf, bst, 1, 1)
-    _bw_put(tbuf, bst, nsym - 1, 7)
-    for s in range(nsym):
-        wts[s] = row[s]
-    _normalize(wts, nsym, f)
-    prev = 0
-    for s in range(nsym):
-        length = _bitlen(f[s])
-        if length == prev:
-            _bw_put(tbuf, bst, 0, 1)
-        elif length == prev - 1:
-            _bw_put(tbuf, bst, 1, 2)
-        elif length == prev + 1:
-            _bw_put(tbuf, bst, 3, 3)
-        else:
-            _bw_put(tbuf, bst, 7, 3)
-            _bw_put(tbuf, bst, length, 4)
-        mant = (f[s] >> (length - 2)) & 1 if length >= 2 else 0
-        _bw_put(tbuf, bst, mant, 1 if length >= 2 else 0)
-        wts[s] = _dequant(length, mant)
-        prev = length
-    _normalize(wts, nsym, f)
-    acc = 0
-    for s in range(NTOK):
-        fs = f[s] if s < nsym else 0
-        freq[s] = fs
-        start[s] = acc
-        acc += fs
-    return nsym
-
-
-@nb.njit(**_JIT)
-def _analyze_plane(P, h, w, lo, hi, is16, act0, act1, lvlt, E, X, use_x, tok, ctx, uu, tbuf, freq, start,
-                   desc):
-    """The model of a plane (all versions that use version 1's model): predictor, shifts, tokens,
-    contexts and context mode; writes the frequency tables (bit stream, zero padded) into tbuf.
-
-    Fills tok/ctx/uu (raster order: token, context of the chosen mode, zigzag residual), freq/start
-    (normalised table of each context), E (|e|, padded; X is the cross-plane |e| if use_x) and
-    desc[0:5] = kind, mode, ashift, lshift, table bytes. Returns the table bytes (-1 if tbuf is too small).
-    """
-    sads = np.zeros(5, np.int64)
-    costs = np.zeros(5, np.int64)
-    EM = np.empty((h + 1, w + 2), np.int64)
-    EA = np.empty((h + 1, w + 2), np.int64)
-    EG = np.empty((h + 1, w + 2), np.int64)
-    _predictor_errors(P, h, w, lo, hi, EM, EA, EG, sads, costs)
-    kind = 0
-    for k in range(1, 5):
-        if costs[k] < costs[kind]:
-            kind = k
-    ashift = 0
-    lshift = 0
-    if is16:
-        asum, cnt = _abs_sum(P, h, w)
-        ashift = max(0, _bitlen(sads[kind] // cnt) - 3)
-        lshift = max(0, _bitlen(asum // cnt) - 5)
-    n = h * w
-    ctx0 = np.empty(n, np.uint8)
-    ctx1 = np.empty(n, np.uint8)
-    hist0 = np.zeros((_NCTX0, NTOK), np.int64)
-    hist1 = np.zeros((30, NTOK), np.int64)
-    E[:, :] = 0
-    i = 0
-    for y in range(h):
-        for x in range(w):
-            a = P[y + 1, x]
-            b = P[y, x + 1]
-            c = P[y, x]
-            d = P[y, x + 2]
-            if kind == 3:
-                p = _sel(EM, EA, y, x, _predict(0, a, b, c, d, lo, hi), _predict(1, a, b, c, d, lo, hi))
-            elif kind == 4:
-                p = _sel3(EM, EA, EG, y, x, _predict(0, a, b, c, d, lo, hi), _predict(1, a, b, c, d, lo, hi),
-                          min(max(a + b - c, lo), hi))
-            else:
-                p = _predict(kind, a, b, c, d, lo, hi)
-            e = P[y + 1, x + 1] - p
-            E[y + 1, x + 1] = abs(e)
-            u = 2 * e if e >= 0 else -2 * e - 1
-            if u < 16:
-                t = u
-            else:
-                nn = _bitlen(u) - 1
-                t = 16 + (nn - 4) * 4 + ((u >> (nn - 2)) & 3)
-            act = abs(a - c) + abs(b - c) + abs(b - d) + E[y, x + 1] + E[y, x] + E[y, x + 2] + 2 * E[y + 1, x]
-            if use_x:
-                act += 2 * X[y + 1, x + 1]
-            act = min(act >> (1 + ashift), 255)
-            lv = 0 if p < 0 else min(p >> lshift, 31)
-            k0 = act0[act]
-            k1 = act1[act] + lvlt[lv]
-            tok[i] = t
-            ctx0[i] = k0
-            ctx1[i] = k1
-            uu[i] = u
-            hist0[k0, t] += 1
-            hist1[k1, t] += 1
-            i += 1
-    mode = 1 if _hist_cost(hist1, 30) < _hist_cost(hist0, _NCTX0) else 0
-    nctx = 30 if mode else _NCTX0
-    hist = hist1 if mode else hist0
-    ctx[:] = ctx1 if mode else ctx0
-    bst = np.zeros(4, np.int64)
-    wts = np.zeros(NTOK, np.int64)
-    f = np.zeros(NTOK, np.int64)
-    for k in range(nctx):
-        _write_freqs(tbuf, bst, hist[k], wts, f, freq[k], start[k])
-    _bw_finish(tbuf, bst)
-    if bst[3]:
-        return -1
-    tl = bst[0]
-    desc[0] = kind
-    desc[1] = mode
-    desc[2] = ashift
-    desc[3] = lshift
-    desc[4] = tl
-    return tl
 
 
 @nb.njit(**_JIT)
@@ -465,32 +105,42 @@ def _encode_plane(P, h, w, lo, hi, is16, act0, act1, lvlt, desc, out, pos0, E, X
         return -1
     bst = np.zeros(4, np.int64)
     pos = pos0 + tl
-    words = np.empty(n + 2, np.uint16)
-    for j in range(N_STREAMS):
-        # rANS, reverse order over the rows of stream j
-        x_state = RANS_L
-        wp = words.size
-        y = j + ((h - 1 - j) // N_STREAMS) * N_STREAMS if h > j else -1
-        while y >= 0:
-            for x in range(w - 1, -1, -1):
-                k = ctx[y * w + x]
-                s = tok[y * w + x]
+    # rANS, backward: the four streams (rows y % 4 == j) interleaved sample by sample, so that their
+    # independent state updates overlap; the quotient by the frequency is a float division (exact for
+    # states below 2**32)
+    ng = (h + N_STREAMS - 1) // N_STREAMS
+    wsz = ng * w + 2
+    words = np.empty((N_STREAMS, wsz), np.uint16)
+    xs = np.full(N_STREAMS, RANS_L, np.int64)
+    wps = np.full(N_STREAMS, wsz, np.int64)
+    fsh = 32 - PROB_BITS  # flush when x >= ((RANS_L >> PROB_BITS) << 16) * freq
+    for g in range(ng - 1, -1, -1):
+        ns = min(N_STREAMS, h - g * N_STREAMS)
+        for x in range(w - 1, -1, -1):
+            for j in range(ns):
+                i = (g * N_STREAMS + j) * w + x
+                k = ctx[i]
+                s = tok[i]
                 fq = freq[k, s]
-                if x_state >= ((RANS_L >> PROB_BITS) << 16) * fq:
-                    wp -= 1
-                    words[wp] = x_state & 0xFFFF
-                    x_state >>= 16
-                x_state = ((x_state // fq) << PROB_BITS) + (x_state % fq) + start[k, s]
-            y -= N_STREAMS
-        nw = words.size - wp
+                xj = xs[j]
+                if xj >= fq << fsh:
+                    wps[j] -= 1
+                    words[j, wps[j]] = xj & 0xFFFF
+                    xj >>= 16
+                q = np.int64(np.float64(xj) / np.float64(fq))
+                xs[j] = (q << PROB_BITS) + (xj - q * fq) + start[k, s]
+    for j in range(N_STREAMS):
+        x_state = xs[j]
+        wp = wps[j]
+        nw = wsz - wp
         rl = 4 + 2 * nw
         if pos + rl > out.size:
             return -1
         for q in range(4):
             out[pos + q] = (x_state >> (8 * q)) & 0xFF
         for q in range(nw):
-            out[pos + 4 + 2 * q] = words[wp + q] & 0xFF
-            out[pos + 5 + 2 * q] = words[wp + q] >> 8
+            out[pos + 4 + 2 * q] = words[j, wp + q] & 0xFF
+            out[pos + 5 + 2 * q] = words[j, wp + q] >> 8
         pos += rl
         # raw bits, forward
         bst[:] = 0
@@ -509,24 +159,6 @@ def _encode_plane(P, h, w, lo, hi, is16, act0, act1, lvlt, desc, out, pos0, E, X
         desc[5 + 2 * j] = rl
         desc[6 + 2 * j] = bst[0]
     return pos
-
-
-@nb.njit(**_JIT)
-def _choose_xform(src, P, maxv):
-    h, w, c = src.shape
-    if c != 3:
-        return 0
-    cost = np.zeros(_N_XFORM, np.int64)
-    for xf in range(_N_XFORM):
-        for pl in range(3):
-            _fill_plane(src, xf, pl, P)
-            lo, hi = _plane_range(xf, pl, maxv)
-            cost[xf] += _med_cost(P, h, w, lo, hi)
-    best = 0
-    for xf in range(1, _N_XFORM):
-        if cost[xf] < cost[best]:
-            best = xf
-    return best
 
 
 @nb.njit(**_JIT)
