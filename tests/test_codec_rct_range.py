@@ -54,3 +54,10 @@ def test_c_decoder_rejects_rct_out_of_range(forged: bytes, simd: bool) -> None:
     c_codec = pytest.importorskip("csp.codecs.lossless.c_codec")
     with pytest.raises(CodecError, match="range"):
         c_codec.decode(forged, simd=simd)
+
+
+def test_numba_decoder_rejects_rct_out_of_range(forged: bytes) -> None:
+    from csp.codecs.lossless import numba_v3
+
+    with pytest.raises(CodecError, match="range"):
+        numba_v3.decode(forged)

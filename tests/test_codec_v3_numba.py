@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from csp.codecs.lossless import numba_codec, numba_v3, reference
 from csp.errors import CodecError
@@ -265,3 +267,146 @@ def test_threads_encode_and_decode_concurrently() -> None:
     for th in threads:
         th.join()
     assert failures == []
+
+
+# ------------------------------------------------------------------- vectorised decoder (numba_v3_decode)
+def _decode_all(data: bytes) -> dict[str, object]:
+    """Outcome of every available version-3 decoder on data: the array, or the CodecError class."""
+    from csp.codecs.lossless import numba_v3_decode
+
+    out: dict[str, object] = {}
+    decoders = {"vector": numba_v3_decode.decode}
+    if hasattr(numba_v3, "_decode_scalar"):  # the previous scalar decoder, while it is kept
+        decoders["scalar"] = numba_v3._decode_scalar
+    try:
+        from csp.codecs.lossless import c_codec
+    except ImportError:  # pragma: no cover - the C extension is optional
+        c_codec = None
+    if c_codec is not None:
+        decoders["c"] = c_codec.decode
+    for name, fn in decoders.items():
+        try:
+            out[name] = fn(data)
+        except CodecError:
+            out[name] = CodecError
+    return out
+
+
+def _assert_same_outcome(data: bytes, what: str) -> bool:
+    """The vectorised decoder raises exactly when the scalar (and the C) decoder raises, and otherwise
+    returns the same array; returns whether it raised."""
+    res = _decode_all(data)
+    vec = res.pop("vector")
+    for name, other in res.items():
+        if other is CodecError or vec is CodecError:
+            assert vec is other, f"{what}: vector {'raised' if vec is CodecError else 'decoded'}, {name} did not"
+        else:
+            np.testing.assert_array_equal(vec, other, err_msg=f"{what}: vector != {name}")
+    return vec is CodecError
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in V3_FIXTURES.glob("*.csp")))
+def test_vectorised_decoder_golden_fixtures(name: str) -> None:
+    from csp.codecs.lossless import numba_v3_decode
+
+    data = (V3_FIXTURES / f"{name}.csp").read_bytes()
+    expected = np.load(V3_FIXTURES.parent / f"{name}.npy")
+    np.testing.assert_array_equal(numba_v3_decode.decode(data), expected)
+    assert not _assert_same_outcome(data, name)
+
+
+def test_vectorised_decoder_slide_tiles() -> None:
+    """240 x 240 crops of a real H&E slide (32 lanes, full and ramp steps, RCT) and a narrow strip."""
+    tifffile = pytest.importorskip("tifffile")
+    from conftest import shared_file
+
+    from csp.codecs.lossless import numba_v3_decode
+
+    with tifffile.TiffFile(shared_file("svs/CMU-1-Small-Region.svs")) as tf:
+        img = tf.pages[0].asarray()
+    for y, x, h, w in ((600, 400, 240, 240), (1000, 1200, 240, 240), (300, 900, 77, 45)):
+        crop = np.ascontiguousarray(img[y:y + h, x:x + w])
+        data = numba_v3.encode(crop)
+        np.testing.assert_array_equal(numba_v3_decode.decode(data), crop)
+        assert not _assert_same_outcome(data, f"crop {y} {x}")
+
+
+@st.composite
+def _tiles(draw: st.DrawFn) -> np.ndarray:
+    """Tiles of 1..70 x 1..140 samples (fewer and exactly 32 lanes, odd sizes, H below 32), 1..5
+    channels, uint8/uint16, constant, noisy, gradient or smooth content."""
+    h = draw(st.integers(1, 70))
+    w = draw(st.sampled_from([1, 2, 3, 5, 17, 31, 63, 64, 65, 66, 97, 128, 131, 140]))
+    c = draw(st.integers(1, 5))
+    dtype = draw(st.sampled_from([np.uint8, np.uint16]))
+    kind = draw(st.sampled_from(["constant", "noise", "gradient", "smooth", "ramp", "edges", "counts"]))
+    seed = draw(st.integers(0, 2**16))
+    if kind == "constant":
+        value = draw(st.integers(0, int(np.iinfo(dtype).max)))
+        return np.full((h, w, c), value, dtype)
+    if kind == "gradient":
+        yy, xx = np.mgrid[0:h, 0:w]
+        img = (yy[..., None] * 7 + xx[..., None] * 3 + 50 * np.arange(c)) % (int(np.iinfo(dtype).max) + 1)
+        return img.astype(dtype)
+    return _tile((h, w, c), dtype, kind, seed)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_tiles())
+def test_vectorised_decoder_equals_scalar_and_c(tile: np.ndarray) -> None:
+    from csp.codecs.lossless import numba_v3_decode
+
+    data = numba_v3.encode(tile)
+    np.testing.assert_array_equal(numba_v3_decode.decode(data), tile)
+    assert not _assert_same_outcome(data, f"{tile.shape} {tile.dtype}")
+    if tile.size <= 1200:  # the pure-Python reference defines the stream (slow: small tiles only)
+        from csp.codecs.lossless import reference_v3
+
+        np.testing.assert_array_equal(reference_v3.decode(data), tile)
+
+
+def _damaged_cases() -> list[tuple[str, bytes]]:
+    """Streams of a 32-lane tile and a 9-lane tile, truncated and with flipped payload bits."""
+    cases = []
+    rng = np.random.default_rng(5)
+    for shape, dtype, pattern in (((40, 96, 3), np.uint8, "smooth"), ((23, 18, 2), np.uint16, "noise")):
+        tile = _tile(shape, dtype, pattern, 11)
+        data = numba_v3.encode(tile)
+        start = reference.HEADER.size + 4 * shape[2] + 12
+        for n in sorted(set(rng.integers(start, len(data), 40).tolist()) | {len(data) - 1, len(data) - 2}):
+            cases.append((f"{shape} cut {n}", data[:n]))
+        for pos in rng.integers(start, len(data), 120).tolist():
+            bad = bytearray(data)
+            bad[pos] ^= 1 << int(rng.integers(0, 8))
+            cases.append((f"{shape} flip {pos}", bytes(bad)))
+    return cases
+
+
+def test_vectorised_decoder_damaged_streams_match_scalar_and_c() -> None:
+    """Truncated streams raise; a flipped bit makes the vectorised decoder raise exactly when the scalar
+    and C decoders raise (and otherwise decode the same array)."""
+    raised = 0
+    cases = _damaged_cases()
+    for what, data in cases:
+        did = _assert_same_outcome(data, what)
+        raised += did
+        if "cut" in what:
+            assert did, what
+    assert raised >= len(cases) // 2
+
+
+def test_vectorised_decoder_random_words_never_crash() -> None:
+    """Valid headers and tables with random lane states and words (32 lanes): CodecError or a tile,
+    the same outcome as the scalar decoder, and no read outside the stream."""
+    tile = _tile((36, 80, 3), np.uint8, "smooth", 2)
+    data = numba_v3.encode(tile)
+    c = tile.shape[2]
+    hlen = reference.HEADER.size + 4 * c + 8
+    tl = struct.unpack_from("<I", data, hlen - 8)[0]
+    rng = np.random.default_rng(3)
+    for nwords in (0, 1, 31, 32, 33, 500, 5000):
+        body = rng.integers(0, 256, 128 + 2 * nwords, dtype=np.uint8)
+        body[3:128:4] |= 1  # lane states >= 2^16
+        buf = bytearray(data[:hlen + 4 + tl] + body.tobytes())
+        struct.pack_into("<I", buf, hlen - 4, 2 * nwords)
+        _assert_same_outcome(_with_crc(buf, c), f"{nwords} random words")

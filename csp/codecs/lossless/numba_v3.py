@@ -4,10 +4,11 @@ Version 3 keeps version 1's whole model (colour transform, predictors, tokens, c
 changes only the layout and the order of the symbols: per plane, ``L = min(32, max(1, W div 2))``
 wavefront lanes (lane ``k`` codes the rows ``k, k + L, ...``, two samples behind lane ``k - 1``), one
 shared stream of 16-bit words for 32 rANS states, and the raw bits of each token folded into its
-lane's rANS state. The encoder reuses version 1's Numba model (:func:`.numba_codec._analyze_plane`), so
-it takes exactly version 1's decisions; the decoder works per plane as a loop over wavefront steps with
-an inner loop over the lanes. Kernels are compiled on first use (cached on disk), release the GIL and
-keep no global state.
+lane's rANS state. The encoder reuses version 1's Numba model (:func:`.numba_model._analyze_plane`), so
+it takes exactly version 1's decisions, then packs each sample's rANS record (raster order) and runs the
+backward pass step by step over the lanes. The decoder is :mod:`.numba_v3_decode` (each step's loops
+over the 32 lanes written for LLVM to vectorise). Kernels are compiled on first use (cached on disk),
+release the GIL and keep no global state.
 """
 
 from __future__ import annotations
@@ -21,31 +22,25 @@ import numpy as np
 from csp.codecs.lossless.numba_codec import (
     _ACT0,
     _ACT1,
-    _E_DATA,
-    _E_RANGE,
     _E_SIZE,
-    _E_TABLE,
     _JIT,
     _LVL,
     _MAX_CTX,
     _MESSAGES,
-    _NCTX0,
     _analyze_plane,
     _choose_xform,
     _fill_plane,
-    _parse_tables,
     _plane_range,
-    _predict,
-    _store_rct_pixel,
 )
-from csp.codecs.lossless.numba_v2 import _TOK_BASE, _TOK_NB
+from csp.codecs.lossless.numba_v2 import _TOK_NB
+from csp.codecs.lossless.numba_v3_decode import decode as _decode
+from csp.codecs.lossless.numba_v3_decode import lane_count
 from csp.codecs.lossless.reference import (
     HEADER,
     MAGIC,
     NTOK,
     PROB_BITS,
     RANS_L,
-    TOTAL,
     check_tile,
 )
 from csp.errors import CodecError
@@ -62,12 +57,6 @@ _TABLE_MAX = (30 * (8 + NTOK * 8) + 7) // 8
 
 
 @nb.njit(**_JIT)
-def lane_count(w: int) -> int:
-    """Number of wavefront lanes ``L`` of a plane ``w`` samples wide."""
-    return min(LANES, max(1, w // 2))
-
-
-@nb.njit(**_JIT)
 def _lane_ends(h, w, nl):
     """ends[k] = first step after lane k's last sample (2k + n_k * w; 0 for a lane without rows)."""
     ends = np.zeros(LANES, np.int64)
@@ -78,43 +67,107 @@ def _lane_ends(h, w, nl):
 
 # ----------------------------------------------------------------------------- encoder
 @nb.njit(**_JIT)
-def _schedule(h, w, nl, ends, nsteps):
-    """idx[t * nl + k] = raster index of the sample lane k codes at step t (-1 when inactive)."""
-    idx = np.full(nsteps * nl, -1, np.int64)
-    for k in range(nl):
-        row = k
-        col = 0
-        for t in range(2 * k, ends[k]):
-            idx[t * nl + k] = row * w + col
-            col += 1
-            if col == w:
-                col = 0
-                row += nl
-    return idx
+def _plane_records(tok, ctx, uu, freq, start, tnb, recs):
+    """rANS record of every sample of a plane (raster order): ``freq | start << 12 | raw-bit count << 24
+    | raw bits << 32`` of its token in its context."""
+    fs = np.empty(_MAX_CTX * NTOK, np.int64)
+    for k in range(_MAX_CTX):
+        for s in range(NTOK):
+            fs[k * NTOK + s] = freq[k, s] | (start[k, s] << 12) | (tnb[s] << 24)
+    for i in range(tok.size):
+        r = fs[np.int64(ctx[i]) * NTOK + np.int64(tok[i])]
+        recs[i] = r | ((uu[i] & ((np.int64(1) << (r >> 24)) - 1)) << 32)
+
+
+@nb.njit(error_model="numpy", **_JIT)
+def _rans_backward(recs, h, w, xs, words, wp):
+    """Backward rANS pass of one plane (recs: its samples' records from _plane_records) over the
+    version-3 schedule: lane k codes the rows k, k + L, ... and is at step t on sample t - 2k of its
+    sequence. Per step (last to first), every active lane pushes its raw bits, then every active lane
+    its token; the 16-bit words a lane flushes go to words[.. wp] in the order lanes L-1 .. 0 of each
+    phase. Each lane walks its samples backward with a cursor (raster index, column). The state updates
+    are branch-free loops over the lanes (an inactive lane gets a zero record and keeps its state); the
+    quotient by the frequency is a float division (exact for states below 2**32). words must have at
+    least 64 free entries below the lowest word written. Returns the new wp, -1 if words is too small.
+    """
+    nl = lane_count(w)
+    ends = _lane_ends(h, w, nl)
+    nsteps = ends.max()
+    fsh = 32 - PROB_BITS  # a token flushes when x >= ((RANS_L >> PROB_BITS) << 16) * freq
+    ci = np.zeros(LANES, np.int64)  # raster index of the lane's next sample (backward)
+    cx = np.zeros(LANES, np.int64)  # its column
+    for k in range(min(nl, h)):
+        ci[k] = (k + ((h - k + nl - 1) // nl - 1) * nl) * w + w - 1
+        cx[k] = w - 1
+    rec = np.zeros(LANES, np.int64)
+    wv = np.zeros(LANES, np.int64)
+    fl = np.zeros(LANES, np.int64)
+    jump = (nl - 1) * w + 1
+    for t in range(nsteps - 1, -1, -1):
+        for k in range(nl):  # the lanes' records
+            if t < ends[k] and t >= 2 * k:
+                i = ci[k]
+                rec[k] = recs[i]
+                if cx[k] == 0:
+                    cx[k] = w - 1
+                    ci[k] = i - jump
+                else:
+                    cx[k] -= 1
+                    ci[k] = i - 1
+            else:
+                rec[k] = 0
+        for k in range(nl):  # phase B: raw bits
+            r = rec[k]
+            nbits = (r >> 24) & 0xFF
+            x = xs[k]
+            f = x >= (np.int64(1) << (32 - nbits))
+            wv[k] = x & 0xFFFF
+            fl[k] = f
+            x = (x >> 16) if f else x
+            xs[k] = (x << nbits) | (r >> 32)
+        for k in range(nl - 1, -1, -1):
+            words[wp - 1] = wv[k]
+            wp -= fl[k]
+        for k in range(nl):  # phase A: tokens
+            r = rec[k]
+            fq = r & 0xFFF
+            x = xs[k]
+            act = fq != 0
+            f = act & (x >= (fq << fsh))
+            wv[k] = x & 0xFFFF
+            fl[k] = f
+            x = (x >> 16) if f else x
+            fd = max(fq, 1)
+            q = np.int64(np.float64(x) / np.float64(fd))
+            rem = np.int64(np.uint32(np.uint32(x) - np.uint32(np.uint32(q) * np.uint32(fd))))  # x % fd
+            xn = (q << PROB_BITS) + rem + ((r >> 12) & 0xFFF)
+            xs[k] = xn if act else x
+        for k in range(nl - 1, -1, -1):
+            words[wp - 1] = wv[k]
+            wp -= fl[k]
+        if wp < 64:
+            return -1
+    return wp
 
 
 @nb.njit(**_JIT)
-def _encode_kernel(src, maxv, act0, act1, lvlt, descs, tbuf, words, states):
+def _encode_kernel(src, maxv, act0, act1, lvlt, tnb, descs, tbuf, words, states):
     """Model of every plane (version 1's), then the backward rANS pass over the version-3 schedule.
 
     Returns (table bytes, index of the first word in ``words``, colour transform); table bytes -1 if a
     buffer is too small."""
     h, w, c = src.shape
     n = h * w
-    P = np.zeros((h + 1, w + 2), np.int64)
+    P = np.zeros((h + 1, w + 2), np.int32)
     xform = _choose_xform(src, P, maxv)
-    E = np.zeros((h + 1, w + 2), np.int64)
-    E0 = np.zeros((h + 1, w + 2), np.int64)
+    E = np.zeros((h + 1, w + 2), np.int32)
+    E0 = np.zeros((h + 1, w + 2), np.int32)
     tok = np.empty(n, np.uint8)
     ctx = np.empty(n, np.uint8)
     uu = np.empty(n, np.int64)
     freq = np.zeros((_MAX_CTX, NTOK), np.int64)
     start = np.zeros((_MAX_CTX, NTOK), np.int64)
-    # per sample of the tile (plane-major, raster order): frequency, start, raw-bit count, raw bits
-    sf = np.empty(c * n, np.uint16)
-    ss = np.empty(c * n, np.uint16)
-    snb = np.empty(c * n, np.uint8)
-    sraw = np.empty(c * n, np.uint16)
+    recs = np.empty((c, n), np.int64)
     tpos = 0
     for pl in range(c):
         _fill_plane(src, xform, pl, P)
@@ -124,53 +177,13 @@ def _encode_kernel(src, maxv, act0, act1, lvlt, descs, tbuf, words, states):
         if tl < 0:
             return -1, 0, xform
         tpos += tl
-        base = pl * n
-        for i in range(n):
-            k = ctx[i]
-            s = tok[i]
-            nbits = 0 if s < 16 else (s - 16) // 4 + 2
-            sf[base + i] = freq[k, s]
-            ss[base + i] = start[k, s]
-            snb[base + i] = nbits
-            sraw[base + i] = uu[i] & ((1 << nbits) - 1)
-    nl = lane_count(w)
-    ends = _lane_ends(h, w, nl)
-    nsteps = ends.max()
-    idx = _schedule(h, w, nl, ends, nsteps)
+        _plane_records(tok, ctx, uu, freq, start, tnb, recs[pl])
     xs = np.full(LANES, RANS_L, np.int64)
     wp = words.size
-    flim = (RANS_L >> PROB_BITS) << 16
     for pl in range(c - 1, -1, -1):
-        base = pl * n
-        for t in range(nsteps - 1, -1, -1):
-            row = t * nl
-            for k in range(nl - 1, -1, -1):  # phase B: raw bits
-                i = idx[row + k]
-                if i < 0:
-                    continue
-                nbits = np.int64(snb[base + i])
-                if nbits:
-                    x = xs[k]
-                    if x >= (np.int64(1) << (32 - nbits)):
-                        if wp == 0:
-                            return -1, 0, xform
-                        wp -= 1
-                        words[wp] = x & 0xFFFF
-                        x >>= 16
-                    xs[k] = (x << nbits) | np.int64(sraw[base + i])
-            for k in range(nl - 1, -1, -1):  # phase A: tokens
-                i = idx[row + k]
-                if i < 0:
-                    continue
-                f = np.int64(sf[base + i])
-                x = xs[k]
-                if x >= flim * f:
-                    if wp == 0:
-                        return -1, 0, xform
-                    wp -= 1
-                    words[wp] = x & 0xFFFF
-                    x >>= 16
-                xs[k] = ((x // f) << PROB_BITS) + (x % f) + np.int64(ss[base + i])
+        wp = _rans_backward(recs[pl], h, w, xs, words, wp)
+        if wp < 0:
+            return -1, 0, xform
     states[:] = xs
     return tpos, wp, xform
 
@@ -188,10 +201,11 @@ def encode(tile: np.ndarray) -> bytes:
     is16 = arr.dtype == np.uint16
     descs = np.zeros((c, 5), np.int64)
     tbuf = np.empty(c * _TABLE_MAX, np.uint8)
-    words = np.empty(2 * h * w * c + 2, np.uint16)  # at most one word per token and one per raw-bit group
+    # at most one word per token and one per raw-bit group, plus the kernel's 64 spare entries
+    words = np.empty(2 * h * w * c + 66, np.uint16)
     states = np.zeros(LANES, np.int64)
-    tl, wp, xform = _encode_kernel(arr, 65535 if is16 else 255, _ACT0, _ACT1, _LVL, descs, tbuf, words,
-                                   states)
+    tl, wp, xform = _encode_kernel(arr, 65535 if is16 else 255, _ACT0, _ACT1, _LVL, _TOK_NB, descs, tbuf,
+                                   words, states)
     if tl < 0:  # pragma: no cover - the buffer bounds are exact upper bounds
         raise CodecError(None, _MESSAGES[_E_SIZE])
     nw = words.size - wp
@@ -220,253 +234,13 @@ def parse_header(buf: np.ndarray) -> tuple[tuple[int, int, int], np.dtype, int, 
     return head.shape, head.dtype, head.xform, descs, head.table_pos, head.table_len
 
 
-#: fields of a padded sample in the decoder's interleaved plane array (one cache line holds the
-#: neighbours' values, |e| and the SEL/SEL3 predictor errors together)
-_F_P, _F_E, _F_EM, _F_EA, _F_EG, _NF = 0, 1, 2, 3, 4, 5
-
-
-@nb.njit(**_JIT)
-def _clear_pads(Q, h, w):
-    """Zero row -1 and the pad columns -1 and W of the padded interleaved plane Q (the decoder writes
-    every other field before reading it)."""
-    w2 = w + 2
-    for i in range(w2 * _NF):
-        Q[i] = 0
-    for y in range(1, h + 1):
-        for f in range(_NF):
-            Q[(y * w2) * _NF + f] = 0
-            Q[(y * w2 + w + 1) * _NF + f] = 0
-
-
-@nb.njit(inline="always", **_JIT)
-def _plane_steps(data, wpos, wend, xs, ent, tnb, tbase, desc, h, w, lo, hi, act0, act1, lvlt, Q, X, use_x,
-                 kind):
-    """Decode one plane into Q, the flat padded plane (row stride w + 2) of _NF interleaved int32 fields
-    per sample: value, |e| and, for SEL/SEL3, |e| of MED/AVG4/GRAD; X is plane 0's Q (cross-plane |e|).
-    xs holds the 32 lane states; words are read from data[wpos:wend]; ent is the flat decoding table
-    (2048 entries per context); kind is the predictor, a constant at each (inlined) call site so that
-    the per-sample predictor branches fold away. Returns (error code, word position).
-
-    Array indices are cast to uint64 (all are non-negative) so that Numba drops its negative-index
-    wraparound code from the hot loop.
-    """
-    mode, ash, lsh = desc[1], 1 + desc[2], desc[3]
-    w2 = w + 2
-    up = w2 * _NF  # one row up
-    nl = lane_count(w)
-    ends = _lane_ends(h, w, nl)
-    nsteps = ends.max()
-    full_from = 2 * (nl - 1)  # from this step until the first lane ends, every lane is active
-    full_to = ends[:nl].min()
-    lpi = np.empty(LANES, np.int64)  # Q index of the lane's next sample
-    lcol = np.zeros(LANES, np.int64)
-    ltok = np.zeros(LANES, np.int64)
-    lp = np.zeros(LANES, np.int64)
-    lpm = np.zeros(LANES, np.int64)
-    lpa = np.zeros(LANES, np.int64)
-    lpg = np.zeros(LANES, np.int64)
-    for k in range(LANES):
-        lpi[k] = ((k + 1) * w2 + 1) * _NF
-    next_row = (nl * w2 - w + 1) * _NF  # from the last sample of a lane's row to its next row
-    sel = kind >= 3
-    wp = wpos
-    for t in range(nsteps):
-        khi = min(nl - 1, t >> 1)
-        full = full_from <= t < full_to
-        # phase A: prediction, context and token of every active lane
-        for k in range(khi + 1):
-            if not full and t >= ends[k]:
-                continue
-            i = lpi[k]
-            j = i - up
-            if lcol[k] == 0:
-                Q[np.uint64(i - _NF)] = Q[np.uint64(j)]  # column -1 of this row = the sample above
-            a = np.int64(Q[np.uint64(i - _NF)])
-            b = np.int64(Q[np.uint64(j)])
-            c = np.int64(Q[np.uint64(j - _NF)])
-            d = np.int64(Q[np.uint64(j + _NF)])
-            if kind == 0:
-                p = _predict(0, a, b, c, d, lo, hi)
-            elif kind == 1:
-                p = _predict(1, a, b, c, d, lo, hi)
-            elif kind == 2:
-                p = (a + b + 1) >> 1
-            else:
-                pm = _predict(0, a, b, c, d, lo, hi)
-                pa = _predict(1, a, b, c, d, lo, hi)
-                sm = (2 * (np.int64(Q[np.uint64(i - _NF + _F_EM)]) + Q[np.uint64(j + _F_EM)])
-                      + Q[np.uint64(j - _NF + _F_EM)] + Q[np.uint64(j + _NF + _F_EM)])
-                sa = (2 * (np.int64(Q[np.uint64(i - _NF + _F_EA)]) + Q[np.uint64(j + _F_EA)])
-                      + Q[np.uint64(j - _NF + _F_EA)] + Q[np.uint64(j + _NF + _F_EA)])
-                p = pm if sm <= sa else pa
-                pg = 0
-                if kind == 4:
-                    pg = min(max(a + b - c, lo), hi)
-                    sg = (2 * (np.int64(Q[np.uint64(i - _NF + _F_EG)]) + Q[np.uint64(j + _F_EG)])
-                          + Q[np.uint64(j - _NF + _F_EG)] + Q[np.uint64(j + _NF + _F_EG)])
-                    if sg < min(sm, sa):
-                        p = pg
-                lpm[k] = pm
-                lpa[k] = pa
-                lpg[k] = pg
-            act = (abs(a - c) + abs(b - c) + abs(b - d) + np.int64(Q[np.uint64(j + _F_E)])
-                   + Q[np.uint64(j - _NF + _F_E)] + Q[np.uint64(j + _NF + _F_E)]
-                   + 2 * Q[np.uint64(i - _NF + _F_E)])
-            if use_x:
-                act += 2 * X[np.uint64(i + _F_E)]
-            act = min(act >> ash, 255)
-            if mode == 0:
-                ctx = act0[np.uint64(act)]
-            else:
-                ctx = act1[np.uint64(act)] + lvlt[np.uint64(0 if p < 0 else min(p >> lsh, 31))]
-            x = xs[k]
-            e_ = np.int64(ent[np.uint64((ctx << PROB_BITS) | (x & (TOTAL - 1)))])
-            x = (e_ >> 19) * (x >> PROB_BITS) + ((e_ >> 7) & 0xFFF)
-            if x < RANS_L:
-                if wp >= wend:
-                    return _E_DATA, wp
-                x = (x << 16) | np.int64(data[np.uint64(wp)]) | (np.int64(data[np.uint64(wp + 1)]) << 8)
-                wp += 2
-            xs[k] = x
-            ltok[k] = e_ & 0x7F
-            lp[k] = p
-        # phase B: raw bits and reconstruction
-        for k in range(khi + 1):
-            if not full and t >= ends[k]:
-                continue
-            s = np.uint64(ltok[k])
-            u = tbase[s]
-            nbits = tnb[s]
-            if nbits:
-                x = xs[k]
-                u |= x & ((1 << nbits) - 1)
-                x >>= nbits
-                if x < RANS_L:
-                    if wp >= wend:
-                        return _E_DATA, wp
-                    x = (x << 16) | np.int64(data[np.uint64(wp)]) | (np.int64(data[np.uint64(wp + 1)]) << 8)
-                    wp += 2
-                xs[k] = x
-            e = (u >> 1) ^ -(u & 1)
-            v = lp[k] + e
-            if v < lo or v > hi:
-                return _E_RANGE, wp
-            i = lpi[k]
-            Q[np.uint64(i)] = v
-            Q[np.uint64(i + _F_E)] = abs(e)
-            if sel:
-                Q[np.uint64(i + _F_EM)] = abs(v - lpm[k])
-                Q[np.uint64(i + _F_EA)] = abs(v - lpa[k])
-                Q[np.uint64(i + _F_EG)] = abs(v - lpg[k])
-            col = lcol[k] + 1
-            if col == w:
-                Q[np.uint64(i + _NF)] = v  # column W of this row = its last sample
-                lcol[k] = 0
-                lpi[k] = i + next_row
-            else:
-                lcol[k] = col
-                lpi[k] = i + _NF
-    return 0, wp
-
-
-@nb.njit(**_JIT)
-def _decode_plane(data, wpos, wend, xs, ent, tnb, tbase, desc, h, w, lo, hi, act0, act1, lvlt, Q, X, use_x):
-    """_plane_steps specialised per predictor (its code is inlined with a constant kind)."""
-    kind = desc[0]
-    if kind == 0:
-        return _plane_steps(data, wpos, wend, xs, ent, tnb, tbase, desc, h, w, lo, hi, act0, act1, lvlt, Q, X,
-                            use_x, 0)
-    if kind == 1:
-        return _plane_steps(data, wpos, wend, xs, ent, tnb, tbase, desc, h, w, lo, hi, act0, act1, lvlt, Q, X,
-                            use_x, 1)
-    if kind == 2:
-        return _plane_steps(data, wpos, wend, xs, ent, tnb, tbase, desc, h, w, lo, hi, act0, act1, lvlt, Q, X,
-                            use_x, 2)
-    if kind == 3:
-        return _plane_steps(data, wpos, wend, xs, ent, tnb, tbase, desc, h, w, lo, hi, act0, act1, lvlt, Q, X,
-                            use_x, 3)
-    return _plane_steps(data, wpos, wend, xs, ent, tnb, tbase, desc, h, w, lo, hi, act0, act1, lvlt, Q, X,
-                        use_x, 4)
-
-
-@nb.njit(**_JIT)
-def _decode_kernel(data, descs, h, w, c, xform, maxv, toff, tlen, act0, act1, lvlt, tnb, tbase, out):
-    """Decode a checked stream (tables at data[toff:toff + tlen], then the lane states and the words up
-    to the end) into out; returns 0 or a negative error code."""
-    w2 = w + 2
-    size = (h + 1) * w2 * _NF
-    nbuf = 3 if xform else 1
-    Q = np.empty((nbuf, size), np.int32)
-    for b in range(nbuf):
-        _clear_pads(Q[b], h, w)
-    ent = np.zeros((_MAX_CTX, TOTAL), np.int32)  # token | (slot - start) << 7 | freq << 19
-    xs = np.zeros(LANES, np.int64)
-    so = toff + tlen
-    for k in range(LANES):
-        v = np.int64(0)
-        for q in range(4):
-            v |= np.int64(data[so + 4 * k + q]) << (8 * q)
-        xs[k] = v
-    wp = so + 4 * LANES
-    wend = data.size
-    tp = toff
-    tend = toff + tlen
-    for pl in range(c):
-        st = np.array([tp, tend, tp, 0, 0, 0], np.int64)
-        rc = _parse_tables(data, st, 30 if descs[pl, 1] else _NCTX0, ent)
-        if rc:
-            return rc
-        tp += (st[5] + 7) // 8
-        b = pl if xform else 0
-        lo, hi = _plane_range(xform, pl, maxv)
-        rc, wp = _decode_plane(data, wp, wend, xs, ent.reshape(-1), tnb, tbase, descs[pl], h, w, lo, hi,
-                               act0, act1, lvlt, Q[b], Q[0], xform >= 1 and pl > 0)
-        if rc:
-            return rc
-        if not xform:
-            for y in range(h):
-                r = ((y + 1) * w2 + 1) * _NF
-                for x in range(w):
-                    out[y, x, pl] = Q[0, r + x * _NF]
-    if tp != tend:
-        return _E_TABLE
-    if wp != wend:
-        return _E_DATA
-    for k in range(LANES):
-        if xs[k] != RANS_L:
-            return _E_DATA
-    if xform:
-        for y in range(h):
-            r = ((y + 1) * w2 + 1) * _NF
-            for x in range(w):
-                q = r + x * _NF
-                if not _store_rct_pixel(out, y, x, np.int64(Q[0, q]), np.int64(Q[1, q]), np.int64(Q[2, q]), xform,
-                                        maxv):
-                    return _E_RANGE
-    return 0
-
-
 def decode(data: bytes | bytearray | memoryview | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Decode a version-3 stream to its ``(H, W, C)`` tile (into ``out`` when given: C-contiguous, same
-    shape and dtype).
+    """Decode a version-3 stream to its ``(H, W, C)`` tile (:func:`.numba_v3_decode.decode`, the
+    vectorised decoder).
 
     Raises
     ------
     CodecError
         The stream is corrupt, truncated, of another version, or does not fit ``out``.
     """
-    if isinstance(data, np.ndarray):
-        buf = data.reshape(-1).view(np.uint8)
-    else:
-        buf = np.frombuffer(data, np.uint8)
-    (h, w, c), dtype, xform, descs, toff, tlen = parse_header(buf)
-    if out is None:
-        out = np.empty((h, w, c), dtype)
-    elif out.shape != (h, w, c) or out.dtype != dtype or not out.flags.c_contiguous:
-        raise CodecError(None, f"csp codec: stream holds {(h, w, c)} {dtype}, out is {out.shape} {out.dtype}"
-                               f"{'' if out.flags.c_contiguous else ' (not C-contiguous)'}")
-    rc = _decode_kernel(buf, descs, h, w, c, xform, 65535 if dtype == np.uint16 else 255, toff, tlen,
-                        _ACT0, _ACT1, _LVL, _TOK_NB, _TOK_BASE, out)
-    if rc:
-        raise CodecError(None, f"csp codec (Numba, version 3): {_MESSAGES.get(rc, f'error {rc}')}")
-    return out
+    return _decode(data, out)
