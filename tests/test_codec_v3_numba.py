@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from csp.codecs.lossless import numba_codec, numba_v3, reference
+from csp.codecs.lossless import numba_codec, numba_v3, reference, reference_v3
 from csp.errors import CodecError
 
 
@@ -276,13 +276,11 @@ def _decode_all(data: bytes) -> dict[str, object]:
 
     out: dict[str, object] = {}
     decoders = {"vector": numba_v3_decode.decode}
-    if hasattr(numba_v3, "_decode_scalar"):  # the previous scalar decoder, while it is kept
-        decoders["scalar"] = numba_v3._decode_scalar
     try:
         from csp.codecs.lossless import c_codec
-    except ImportError:  # pragma: no cover - the C extension is optional
-        c_codec = None
-    if c_codec is not None:
+    except ImportError:  # pragma: no cover - the C extension is optional: compare with the reference
+        decoders["reference"] = reference_v3.decode
+    else:
         decoders["c"] = c_codec.decode
     for name, fn in decoders.items():
         try:
@@ -293,8 +291,8 @@ def _decode_all(data: bytes) -> dict[str, object]:
 
 
 def _assert_same_outcome(data: bytes, what: str) -> bool:
-    """The vectorised decoder raises exactly when the scalar (and the C) decoder raises, and otherwise
-    returns the same array; returns whether it raised."""
+    """The vectorised decoder raises exactly when the C decoder (the reference without C) raises, and
+    otherwise returns the same array; returns whether it raised."""
     res = _decode_all(data)
     vec = res.pop("vector")
     for name, other in res.items():
@@ -353,15 +351,13 @@ def _tiles(draw: st.DrawFn) -> np.ndarray:
 
 @settings(max_examples=60, deadline=None)
 @given(_tiles())
-def test_vectorised_decoder_equals_scalar_and_c(tile: np.ndarray) -> None:
+def test_vectorised_decoder_equals_c_and_reference(tile: np.ndarray) -> None:
     from csp.codecs.lossless import numba_v3_decode
 
     data = numba_v3.encode(tile)
     np.testing.assert_array_equal(numba_v3_decode.decode(data), tile)
     assert not _assert_same_outcome(data, f"{tile.shape} {tile.dtype}")
     if tile.size <= 1200:  # the pure-Python reference defines the stream (slow: small tiles only)
-        from csp.codecs.lossless import reference_v3
-
         np.testing.assert_array_equal(reference_v3.decode(data), tile)
 
 
@@ -382,9 +378,9 @@ def _damaged_cases() -> list[tuple[str, bytes]]:
     return cases
 
 
-def test_vectorised_decoder_damaged_streams_match_scalar_and_c() -> None:
-    """Truncated streams raise; a flipped bit makes the vectorised decoder raise exactly when the scalar
-    and C decoders raise (and otherwise decode the same array)."""
+def test_vectorised_decoder_damaged_streams_match_c() -> None:
+    """Truncated streams raise; a flipped bit makes the vectorised decoder raise exactly when the C
+    decoder raises (and otherwise decode the same array)."""
     raised = 0
     cases = _damaged_cases()
     for what, data in cases:
@@ -397,7 +393,7 @@ def test_vectorised_decoder_damaged_streams_match_scalar_and_c() -> None:
 
 def test_vectorised_decoder_random_words_never_crash() -> None:
     """Valid headers and tables with random lane states and words (32 lanes): CodecError or a tile,
-    the same outcome as the scalar decoder, and no read outside the stream."""
+    the same outcome as the C decoder, and no read outside the stream."""
     tile = _tile((36, 80, 3), np.uint8, "smooth", 2)
     data = numba_v3.encode(tile)
     c = tile.shape[2]
