@@ -60,5 +60,10 @@ if __name__ == "__main__":
     os.chdir(ROOT)
     with tempfile.TemporaryDirectory() as tmp:  # keep objects and generated C out of the tree
         built = Path(make_ffi(absolute=True).compile(tmpdir=tmp, verbose="-v" in sys.argv))
-        shutil.copy2(built, ROOT / "csp" / "native" / built.name)
+        dest = ROOT / "csp" / "native" / built.name
+        # copy beside the target, then rename over it: processes that have the old library mapped keep
+        # their (unlinked) file; writing into it in place crashed them
+        part = dest.with_name(f".{built.name}.part")
+        shutil.copy2(built, part)
+        os.replace(part, dest)
         print(f"built csp/native/{built.name}")
