@@ -243,50 +243,59 @@ def _read_tables(data, start0, length, nctx, ent):
 
 
 @nb.njit(**_JIT)
+def _context_freqs(data, st, f, wts):
+    """Read one context's frequency table (``docs/codec.md`` §5) with the bit reader st (see _br_get)
+    into f (normalised frequencies; wts is scratch); returns the number of symbols, or _E_TABLE."""
+    present = _br_get(data, st, 1)
+    if present < 0:
+        return _E_TABLE
+    if present == 0:
+        f[0] = TOTAL
+        return 1
+    v = _br_get(data, st, 7)
+    if v < 0 or v + 1 > NTOK:
+        return _E_TABLE
+    nsym = v + 1
+    anyw = 0
+    prev = 0
+    for s in range(nsym):
+        b0 = _br_get(data, st, 1)
+        b1 = _br_get(data, st, 1) if b0 == 1 else 0
+        b2 = _br_get(data, st, 1) if b1 == 1 else 0
+        if b0 < 0 or b1 < 0 or b2 < 0:
+            return _E_TABLE
+        if b0 == 0:
+            length = prev
+        elif b1 == 0:
+            length = prev - 1
+        elif b2 == 0:
+            length = prev + 1
+        else:
+            length = _br_get(data, st, 4)
+        if length < 0 or length > PROB_BITS + 1:
+            return _E_TABLE
+        prev = length
+        mant = _br_get(data, st, 1 if length >= 2 else 0)
+        if mant < 0:
+            return _E_TABLE
+        wts[s] = _dequant(length, mant)
+        anyw |= wts[s]
+    if anyw == 0:
+        return _E_TABLE
+    _normalize(wts, nsym, f)
+    return nsym
+
+
+@nb.njit(**_JIT)
 def _parse_tables(data, st, nctx, ent):
     """Read nctx context tables with the bit reader st (see _br_get) into ent (as _read_tables), without
     the end check; st[5] is then the number of bits read."""
     f = np.zeros(NTOK, np.int64)
     wts = np.zeros(NTOK, np.int64)
     for k in range(nctx):
-        present = _br_get(data, st, 1)
-        if present < 0:
-            return _E_TABLE
-        if present == 0:
-            nsym = 1
-            f[0] = TOTAL
-        else:
-            v = _br_get(data, st, 7)
-            if v < 0 or v + 1 > NTOK:
-                return _E_TABLE
-            nsym = v + 1
-            anyw = 0
-            prev = 0
-            for s in range(nsym):
-                b0 = _br_get(data, st, 1)
-                b1 = _br_get(data, st, 1) if b0 == 1 else 0
-                b2 = _br_get(data, st, 1) if b1 == 1 else 0
-                if b0 < 0 or b1 < 0 or b2 < 0:
-                    return _E_TABLE
-                if b0 == 0:
-                    length = prev
-                elif b1 == 0:
-                    length = prev - 1
-                elif b2 == 0:
-                    length = prev + 1
-                else:
-                    length = _br_get(data, st, 4)
-                if length < 0 or length > PROB_BITS + 1:
-                    return _E_TABLE
-                prev = length
-                mant = _br_get(data, st, 1 if length >= 2 else 0)
-                if mant < 0:
-                    return _E_TABLE
-                wts[s] = _dequant(length, mant)
-                anyw |= wts[s]
-            if anyw == 0:
-                return _E_TABLE
-            _normalize(wts, nsym, f)
+        nsym = _context_freqs(data, st, f, wts)
+        if nsym < 0:
+            return nsym
         acc = 0
         for s in range(nsym):
             for q in range(f[s]):

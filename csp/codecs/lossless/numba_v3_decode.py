@@ -48,9 +48,7 @@ from csp.codecs.lossless.numba_codec import (
     _MAX_CTX,
     _MESSAGES,
     _NCTX0,
-    _br_get,
-    _dequant,
-    _normalize,
+    _context_freqs,
     _plane_range,
 )
 from csp.codecs.lossless.reference import NTOK, PROB_BITS, RANS_L, TOTAL
@@ -392,50 +390,15 @@ def _plane_steps(words, nw, wp, xl, ent, actt, lvlt, ash, lsh, xm, h, w, lo, hi,
 def _read_tables(data, st, nctx, ent):
     """Read one plane's nctx context tables (version 1's format, ``docs/codec.md`` §5) with the bit
     reader st (see numba_codec._br_get) into the flat decoding table ent: ent[k * 2048 + slot] =
-    token | (slot - start) << 7 | freq << 19. The same checks as numba_codec._parse_tables; the slots
-    of a context are filled with contiguous stores (vectorised), a frequency sum above 2048 (which a
+    token | (slot - start) << 7 | freq << 19. Each context is parsed by numba_codec._context_freqs
+    (version 1's checks); its slots are filled with contiguous stores (vectorised), a frequency sum above 2048 (which a
     later context would overwrite there) is cut at the row's end. Returns 0 or _E_TABLE."""
     f = np.zeros(NTOK, np.int64)
     wts = np.zeros(NTOK, np.int64)
     for k in range(nctx):
-        present = _br_get(data, st, 1)
-        if present < 0:
-            return _E_TABLE
-        if present == 0:
-            nsym = 1
-            f[0] = TOTAL
-        else:
-            v = _br_get(data, st, 7)
-            if v < 0 or v + 1 > NTOK:
-                return _E_TABLE
-            nsym = v + 1
-            anyw = 0
-            prev = 0
-            for s in range(nsym):
-                b0 = _br_get(data, st, 1)
-                b1 = _br_get(data, st, 1) if b0 == 1 else 0
-                b2 = _br_get(data, st, 1) if b1 == 1 else 0
-                if b0 < 0 or b1 < 0 or b2 < 0:
-                    return _E_TABLE
-                if b0 == 0:
-                    length = prev
-                elif b1 == 0:
-                    length = prev - 1
-                elif b2 == 0:
-                    length = prev + 1
-                else:
-                    length = _br_get(data, st, 4)
-                if length < 0 or length > PROB_BITS + 1:
-                    return _E_TABLE
-                prev = length
-                mant = _br_get(data, st, 1 if length >= 2 else 0)
-                if mant < 0:
-                    return _E_TABLE
-                wts[s] = _dequant(length, mant)
-                anyw |= wts[s]
-            if anyw == 0:
-                return _E_TABLE
-            _normalize(wts, nsym, f)
+        nsym = _context_freqs(data, st, f, wts)
+        if nsym < 0:
+            return nsym
         row = k * TOTAL
         acc = 0
         for s in range(nsym):
