@@ -406,3 +406,67 @@ def test_vectorised_decoder_random_words_never_crash() -> None:
         buf = bytearray(data[:hlen + 4 + tl] + body.tobytes())
         struct.pack_into("<I", buf, hlen - 4, 2 * nwords)
         _assert_same_outcome(_with_crc(buf, c), f"{nwords} random words")
+
+
+# ------------------------------------------------------------------------------ vectorised backward pass
+def _scalar_backward(xs: list[int], recs: np.ndarray, h: int, w: int) -> list[int]:
+    """The backward pass of ``docs/codec.md`` §8 written plainly: lane k codes rows k, k + L, ... and
+    is at step t on sample t - 2k of its sequence; per step (last to first) phase B then phase A over
+    lanes L-1 .. 0, each flushed word pushed in front of the stream. Updates xs; returns the words."""
+    nl = numba_v3.lane_count(w)
+    lanes = []  # per lane: the raster indices of its sequence
+    for k in range(min(nl, h)):
+        lanes.append([y * w + x for y in range(k, h, nl) for x in range(w)])
+    nsteps = max(2 * k + len(seq) for k, seq in enumerate(lanes))
+    out: list[int] = []
+    for t in range(nsteps - 1, -1, -1):
+        for phase in "BA":
+            pushed = []
+            for k in range(len(lanes) - 1, -1, -1):
+                j = t - 2 * k
+                if not 0 <= j < len(lanes[k]):
+                    continue
+                r, x = int(recs[lanes[k][j]]), xs[k]
+                nbits, fq, start, bits = (r >> 24) & 0xFF, r & 0xFFF, (r >> 12) & 0xFFF, r >> 32
+                if phase == "B":
+                    if x >= 1 << (32 - nbits):
+                        pushed.append(x & 0xFFFF)
+                        x >>= 16
+                    xs[k] = (x << nbits) | bits
+                else:
+                    if x >= fq << (32 - reference.PROB_BITS):
+                        pushed.append(x & 0xFFFF)
+                        x >>= 16
+                    xs[k] = ((x // fq) << reference.PROB_BITS) + x % fq + start
+            out = pushed[::-1] + out
+    return out
+
+
+@pytest.mark.parametrize("h, w", [(70, 64), (37, 20), (3, 90), (9, 3)])
+def test_vectorised_backward_pass_matches_scalar_model(h: int, w: int) -> None:
+    """Random records (full-probability tokens, 16 raw bits, states near 2**32) on planes with 32 and
+    fewer lanes and lanes without rows: the gathered records, the compress-stored words and the
+    states equal the plain model's, the quotients of the float reciprocal included."""
+    rng = np.random.default_rng(h * w)
+    n = h * w
+    total = 1 << reference.PROB_BITS
+    fq = rng.integers(1, total + 1, n)
+    fq[rng.random(n) < 0.1] = total
+    fq[rng.random(n) < 0.05] = 1
+    start = (rng.random(n) * (total - fq + 1)).astype(np.int64)
+    nbits = rng.integers(0, 17, n)
+    raw = rng.integers(0, 1 << 16, n) & ((1 << nbits) - 1)
+    recs = (fq | (start << 12) | (nbits << 24) | (raw << 32)).astype(np.int64)
+    xs0 = rng.integers(reference.RANS_L, 1 << 32, numba_v3.LANES, dtype=np.uint64)
+    xs0[:4] = [reference.RANS_L, (1 << 32) - 1, (1 << 32) - 2, 1 << 31]
+    xs = xs0.astype(np.uint32)
+    words = np.zeros(2 * n + 66, np.uint16)
+    wp = numba_v3._rans_backward(recs, h, w, xs, words, words.size)
+    want_xs = [int(v) for v in xs0]
+    want = _scalar_backward(want_xs, recs, h, w)
+    assert wp == words.size - len(want) and len(want) > n // 2
+    assert words[wp:].tolist() == want
+    assert xs.tolist() == want_xs
+    small = len(want) + 63  # the pass needs 64 free entries below its last word
+    assert numba_v3._rans_backward(recs, h, w, xs0.astype(np.uint32), words[:small], small) == -1
+    assert numba_v3._rans_backward(recs, h, w, xs0.astype(np.uint32), words[:small + 1], small + 1) == 64

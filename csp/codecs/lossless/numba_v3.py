@@ -6,7 +6,9 @@ wavefront lanes (lane ``k`` codes the rows ``k, k + L, ...``, two samples behind
 shared stream of 16-bit words for 32 rANS states, and the raw bits of each token folded into its
 lane's rANS state. The encoder reuses version 1's Numba model (:func:`.numba_model._analyze_plane`), so
 it takes exactly version 1's decisions, then packs each sample's rANS record (raster order) and runs the
-backward pass step by step over the lanes. The decoder is :mod:`.numba_v3_decode` (each step's loops
+backward pass step by step over the lanes, each step one small LLVM intrinsic on 32-lane vectors
+(:func:`_rans_step`: a masked gather of the lanes' records, branch-free flush masks, masked
+compress-stores of the flushed words, the quotient by a float reciprocal corrected exactly). The decoder is :mod:`.numba_v3_decode` (each step's loops
 over the 32 lanes written for LLVM to vectorise). Kernels are compiled on first use (cached on disk),
 release the GIL and keep no global state.
 """
@@ -18,6 +20,10 @@ import zlib
 
 import numba as nb
 import numpy as np
+from llvmlite import ir as llvmir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from csp.codecs.lossless.numba_codec import (
     _ACT0,
@@ -79,72 +85,142 @@ def _plane_records(tok, ctx, uu, freq, start, tnb, recs):
         recs[i] = r | ((uu[i] & ((np.int64(1) << (r >> 24)) - 1)) << 32)
 
 
-@nb.njit(error_model="numpy", **_JIT)
+def _is_lanes32(a) -> bool:  # pragma: no cover - used at compile time
+    return a in (types.Array(types.int32, 1, "C"), types.Array(types.uint32, 1, "C"))
+
+
+@intrinsic
+def _rans_step(typingctx, xs, ci, cx, ends, cur, recs, words, wp):  # pragma: no cover - compiled
+    """Step ``t = cur[0]`` of the backward pass for the 32 lane states ``xs`` (uint32, C-contiguous):
+    the active lanes (``2k <= t < ends[k]``) gather their record ``recs[ci[k]]`` (see
+    :func:`_plane_records`; a masked gather, the others get a zero record, which leaves their state
+    unchanged), then phase B (raw bits) and phase A (token); then each active lane's cursor moves one
+    sample back (``ci`` raster index, ``cx`` column; ``cur[1]`` = W - 1, ``cur[2]`` = the jump from a
+    row's first sample to the lane's previous row's last, ``(L - 1) W + 1``).
+
+    The words a phase flushes are stored below ``wp`` in ``words`` (uint16, C-contiguous) in lane
+    order (lanes L-1 .. 0 pushed, so lane 0's word is lowest) with a masked compress-store
+    (VPCOMPRESSW with AVX512-VBMI2; LLVM scalarises it elsewhere); returns the new ``wp`` (at most 64
+    below the old).
+
+    Phase B flushes when ``x >= 2**(32 - nbits)``, i.e. when ``ctlz(x) < nbits``; phase A when
+    ``x >> (32 - PROB_BITS) >= freq`` (freq may be 2**PROB_BITS). The quotient ``x // freq`` (below
+    2**21 after the flush) is the float product ``x * (1 / freq)`` corrected by at most one either way.
+    All lane arithmetic is on <32 x i32> vectors, so the state stays 32-bit wide."""
+    if not (all(_is_lanes32(a) for a in (xs, ci, cx, ends)) and cur == types.Array(types.int32, 1, "C")
+            and recs == types.Array(types.int64, 1, "C") and words == types.Array(types.uint16, 1, "C")
+            and isinstance(wp, types.Integer)):
+        return None
+    sig = types.int64(xs, ci, cx, ends, cur, recs, words, types.int64)
+
+    def codegen(context, builder, sig, args):
+        xa, ca, xca, ea, ua, ra, wa = (context.make_array(sig.args[j])(context, builder, args[j])
+                                       for j in range(7))
+        wp = args[7]
+        i1, i16, i32, i64 = (llvmir.IntType(n) for n in (1, 16, 32, 64))
+        vty, hty, qty = (llvmir.VectorType(t, LANES) for t in (i32, i16, i64))
+        fty = llvmir.VectorType(llvmir.FloatType(), LANES)
+        mty = llvmir.VectorType(i1, LANES)
+        pty = llvmir.VectorType(i64.as_pointer(), LANES)
+        vptr = vty.as_pointer()
+
+        def cv(v, t=vty):
+            return llvmir.Constant(t, [v] * LANES)
+
+        mod = builder.module
+        ctpop = cgutils.get_or_insert_function(mod, llvmir.FunctionType(i32, [i32]), "llvm.ctpop.i32")
+        ctlz = cgutils.get_or_insert_function(mod, llvmir.FunctionType(vty, [vty, i1]), f"llvm.ctlz.v{LANES}i32")
+        cstore = cgutils.get_or_insert_function(
+            mod, llvmir.FunctionType(llvmir.VoidType(), [hty, i16.as_pointer(), mty]),
+            f"llvm.masked.compressstore.v{LANES}i16")
+        gather = cgutils.get_or_insert_function(mod, llvmir.FunctionType(qty, [pty, i32, mty, qty]),
+                                                f"llvm.masked.gather.v{LANES}i64.v{LANES}p0i64")
+        wdata = builder.bitcast(wa.data, i16.as_pointer())
+
+        def push(x, f, wp):
+            cnt = builder.zext(builder.call(ctpop, [builder.bitcast(f, i32)]), i64)
+            wp = builder.sub(wp, cnt)
+            builder.call(cstore, [builder.trunc(x, hty), builder.gep(wdata, [wp]), f])
+            return builder.select(f, builder.lshr(x, cv(16)), x), wp
+
+        def splat(v, t):
+            e = builder.insert_element(llvmir.Constant(t, None), v, llvmir.Constant(i32, 0))
+            return builder.shuffle_vector(e, llvmir.Constant(t, None), llvmir.Constant(vty, [0] * LANES))
+
+        def scalar(j):
+            return builder.load(builder.gep(ua.data, [llvmir.Constant(i32, j)]))
+
+        tv = splat(scalar(0), vty)
+        on = builder.and_(builder.icmp_signed(">=", tv, llvmir.Constant(vty, [2 * k for k in range(LANES)])),
+                          builder.icmp_signed("<", tv, builder.load(builder.bitcast(ea.data, vptr), align=4)))
+        # the records: addresses recs.data + 8 * ci, gathered for the active lanes
+        base = splat(builder.ptrtoint(ra.data, i64), qty)
+        ciptr = builder.bitcast(ca.data, vptr)
+        civ = builder.load(ciptr, align=4)
+        ptrs = builder.inttoptr(builder.add(base, builder.mul(builder.sext(civ, qty), cv(8, qty))), pty)
+        r = builder.call(gather, [ptrs, llvmir.Constant(i32, 8), on, cv(0, qty)])
+        a = builder.trunc(r, vty)
+        b = builder.trunc(builder.lshr(r, cv(32, qty)), vty)
+        # the cursors (off the states' dependency chain)
+        cxptr = builder.bitcast(xca.data, vptr)
+        cxv = builder.load(cxptr, align=4)
+        wrap = builder.icmp_signed("==", cxv, cv(0))
+        dec = builder.select(on, builder.select(wrap, splat(scalar(2), vty), cv(1)), cv(0))
+        builder.store(builder.sub(civ, dec), ciptr, align=4)
+        cxn = builder.select(wrap, splat(scalar(1), vty), builder.sub(cxv, cv(1)))
+        builder.store(builder.select(on, cxn, cxv), cxptr, align=4)
+        xptr = builder.bitcast(xa.data, vptr)
+        x = builder.load(xptr, align=4)
+        # phase B: raw bits
+        nbits = builder.lshr(a, cv(24))
+        x, wp = push(x, builder.icmp_unsigned("<", builder.call(ctlz, [x, llvmir.Constant(i1, 0)]), nbits), wp)
+        x = builder.or_(builder.shl(x, nbits), b)
+        # phase A: token
+        fq = builder.and_(a, cv(0xFFF))
+        act = builder.icmp_unsigned("!=", fq, cv(0))
+        fa = builder.and_(act, builder.icmp_unsigned(">=", builder.lshr(x, cv(32 - PROB_BITS)), fq))
+        x, wp = push(x, fa, wp)
+        fd = builder.select(act, fq, cv(1))
+        xq = builder.select(act, x, cv(0))
+        rc = builder.fdiv(cv(1.0, fty), builder.uitofp(fd, fty))
+        q = builder.fptosi(builder.fmul(builder.uitofp(xq, fty), rc), vty)
+        r = builder.sub(xq, builder.mul(q, fd))
+        neg = builder.icmp_signed("<", r, cv(0))
+        q = builder.select(neg, builder.sub(q, cv(1)), q)
+        r = builder.select(neg, builder.add(r, fd), r)
+        big = builder.icmp_signed(">=", r, fd)
+        q = builder.select(big, builder.add(q, cv(1)), q)
+        r = builder.select(big, builder.sub(r, fd), r)
+        st = builder.and_(builder.lshr(a, cv(12)), cv(0xFFF))
+        xn = builder.add(builder.add(builder.shl(q, cv(PROB_BITS)), r), st)
+        builder.store(builder.select(act, xn, x), xptr, align=4)
+        return wp
+
+    return sig, codegen
+
+
+@nb.njit(**_JIT)
 def _rans_backward(recs, h, w, xs, words, wp):
     """Backward rANS pass of one plane (recs: its samples' records from _plane_records) over the
     version-3 schedule: lane k codes the rows k, k + L, ... and is at step t on sample t - 2k of its
-    sequence. Per step (last to first), every active lane pushes its raw bits, then every active lane
-    its token; the 16-bit words a lane flushes go to words[.. wp] in the order lanes L-1 .. 0 of each
-    phase. Each lane walks its samples backward with a cursor (raster index, column). The state updates
-    are branch-free loops over the lanes (an inactive lane gets a zero record and keeps its state); the
-    quotient by the frequency is a float division (exact for states below 2**32). words must have at
-    least 64 free entries below the lowest word written. Returns the new wp, -1 if words is too small.
-    """
+    sequence. Per step (last to first) :func:`_rans_step` gathers the active lanes' records and runs
+    phase B then phase A; then each active lane's cursor (raster index, column; int32 lane arrays,
+    branch-free) moves one sample back. xs holds the 32 lane states (uint32, updated). words must have
+    at least 64 free entries below the lowest word written. Returns the new wp, -1 if words is too
+    small."""
     nl = lane_count(w)
-    ends = _lane_ends(h, w, nl)
-    nsteps = ends.max()
-    fsh = 32 - PROB_BITS  # a token flushes when x >= ((RANS_L >> PROB_BITS) << 16) * freq
-    ci = np.zeros(LANES, np.int64)  # raster index of the lane's next sample (backward)
-    cx = np.zeros(LANES, np.int64)  # its column
+    ends64 = _lane_ends(h, w, nl)
+    nsteps = ends64.max()
+    ends = ends64.astype(np.int32)
+    ci = np.zeros(LANES, np.int32)  # raster index of the lane's next sample (backward)
+    cx = np.zeros(LANES, np.int32)  # its column
     for k in range(min(nl, h)):
         ci[k] = (k + ((h - k + nl - 1) // nl - 1) * nl) * w + w - 1
         cx[k] = w - 1
-    rec = np.zeros(LANES, np.int64)
-    wv = np.zeros(LANES, np.int64)
-    fl = np.zeros(LANES, np.int64)
-    jump = (nl - 1) * w + 1
+    cur = np.array([0, w - 1, (nl - 1) * w + 1], np.int32)  # step, W - 1, jump
     for t in range(nsteps - 1, -1, -1):
-        for k in range(nl):  # the lanes' records
-            if t < ends[k] and t >= 2 * k:
-                i = ci[k]
-                rec[k] = recs[i]
-                if cx[k] == 0:
-                    cx[k] = w - 1
-                    ci[k] = i - jump
-                else:
-                    cx[k] -= 1
-                    ci[k] = i - 1
-            else:
-                rec[k] = 0
-        for k in range(nl):  # phase B: raw bits
-            r = rec[k]
-            nbits = (r >> 24) & 0xFF
-            x = xs[k]
-            f = x >= (np.int64(1) << (32 - nbits))
-            wv[k] = x & 0xFFFF
-            fl[k] = f
-            x = (x >> 16) if f else x
-            xs[k] = (x << nbits) | (r >> 32)
-        for k in range(nl - 1, -1, -1):
-            words[wp - 1] = wv[k]
-            wp -= fl[k]
-        for k in range(nl):  # phase A: tokens
-            r = rec[k]
-            fq = r & 0xFFF
-            x = xs[k]
-            act = fq != 0
-            f = act & (x >= (fq << fsh))
-            wv[k] = x & 0xFFFF
-            fl[k] = f
-            x = (x >> 16) if f else x
-            fd = max(fq, 1)
-            q = np.int64(np.float64(x) / np.float64(fd))
-            rem = np.int64(np.uint32(np.uint32(x) - np.uint32(np.uint32(q) * np.uint32(fd))))  # x % fd
-            xn = (q << PROB_BITS) + rem + ((r >> 12) & 0xFFF)
-            xs[k] = xn if act else x
-        for k in range(nl - 1, -1, -1):
-            words[wp - 1] = wv[k]
-            wp -= fl[k]
+        cur[0] = t
+        wp = _rans_step(xs, ci, cx, ends, cur, recs, words, wp)
         if wp < 64:
             return -1
     return wp
@@ -178,13 +254,14 @@ def _encode_kernel(src, maxv, act0, act1, lvlt, tnb, descs, tbuf, words, states)
             return -1, 0, xform
         tpos += tl
         _plane_records(tok, ctx, uu, freq, start, tnb, recs[pl])
-    xs = np.full(LANES, RANS_L, np.int64)
+    xs = np.full(LANES, RANS_L, np.uint32)
     wp = words.size
     for pl in range(c - 1, -1, -1):
         wp = _rans_backward(recs[pl], h, w, xs, words, wp)
         if wp < 0:
             return -1, 0, xform
-    states[:] = xs
+    for k in range(LANES):
+        states[k] = xs[k]
     return tpos, wp, xform
 
 
