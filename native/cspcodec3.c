@@ -66,7 +66,7 @@ static int64_t csp_encode3_simd(const void *src, int64_t h, int64_t w, int64_t c
     const int64_t hlen = V3_FIXED + V3_DESC * c;
     if (cap < hlen + 4) return CSP_E_OUTSIZE;
     enc_scratch_t S;
-    enc_scratch_planes(&S, h, w, bps, simd);
+    enc_scratch_planes(&S, h, w, c, bps, simd);
     uint8_t *tokA = (uint8_t *)malloc((size_t)(N * c) * 3);  /* token, context mode 0, mode 1 */
     uint32_t *uA = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)(N * c));
     uint8_t *modes = (uint8_t *)malloc((size_t)c);

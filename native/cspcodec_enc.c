@@ -16,7 +16,8 @@ typedef struct {
     int vec;           /* they are used (simd, and rows shorter than 2^16) */
     int p16;           /* 8-bit tile on the vector path: the model runs on the int16 planes below */
     void *b16;         /* their block (freed with P) */
-    int16_t *P16, *E16, *E016, *R16[3]; /* padded planes and error-row rings, row stride S16 */
+    int16_t *P16, *E16, *E016, *R16[3]; /* padded planes and error-row rings, row stride S16 (P16: the */
+    int16_t *P16s[3];                   /* current plane, one of P16s; three for three-channel tiles) */
     uint16_t *hidx;    /* one row of joint histogram indices */
     int64_t S16;
 #if CSP_X86_AVX512
@@ -496,14 +497,19 @@ static int choose_xform(const void *src, int bps, int64_t h, int64_t w, int64_t 
 /* Plane pl of src under xform into the scratch's padded plane (int16 on the 8-bit vector path). */
 static void enc_fill(enc_scratch_t *S, const void *src, int bps, int64_t h, int64_t w, int64_t c, int xform, int pl) {
 #if CSP_X86_AVX512
-    if (S->p16) { enc16_fill_plane((const uint8_t *)src, h, w, c, xform, pl, S->P16, S->S16); return; }
+    if (S->p16 && c == 3) { /* all three planes in one pass at plane 0 */
+        if (pl == 0) enc16_fill_planes3((const uint8_t *)src, h, w, xform, S->P16s, S->S16);
+        S->P16 = S->P16s[pl];
+        return;
+    }
+    if (S->p16) { enc16_fill_plane((const uint8_t *)src, h, w, c, xform, pl, S->P16s[0], S->S16); S->P16 = S->P16s[0]; return; }
 #endif
     fill_plane(src, bps, h, w, c, xform, pl, S->P, 0, S->simd);
 }
 
 /* The six padded (h+1) x (w+2) planes of the model analysis (P, E, E0, EM, EA, EG) in one block; all NULL
  * when out of memory. */
-static void enc_scratch_planes(enc_scratch_t *S, int64_t h, int64_t w, int bps, int simd) {
+static void enc_scratch_planes(enc_scratch_t *S, int64_t h, int64_t w, int64_t c, int bps, int simd) {
     const size_t PS = (size_t)((h + 1) * (w + 2)), NJ = (size_t)N_JOINT * NTOK;
     S->simd = simd;
     S->vec = CSP_X86_AVX512 && simd && w < 65536;
@@ -526,12 +532,16 @@ static void enc_scratch_planes(enc_scratch_t *S, int64_t h, int64_t w, int bps, 
     S->b16 = NULL;
     if (S->p16) {
         const int64_t S16 = (w + 2 + 31) & ~(int64_t)31;
-        const int64_t sizes[7] = {(h + 1) * S16, (h + 1) * S16, (h + 1) * S16, 2 * S16, 2 * S16, 2 * S16, S16};
-        int16_t **dst[7] = {&S->P16, &S->E16, &S->E016, &S->R16[0], &S->R16[1], &S->R16[2], (int16_t **)&S->hidx};
-        S->b16 = malloc(sizeof(int16_t) * (size_t)(3 * sizes[0] + 3 * sizes[3] + sizes[6]) + 64 * 8);
+        const int64_t PL = (h + 1) * S16, P3 = c == 3 ? PL : 0; /* three-channel tiles: all planes at once */
+        const int64_t sizes[9] = {PL, PL, PL, 2 * S16, 2 * S16, 2 * S16, S16, P3, P3};
+        int16_t **dst[9] = {&S->P16s[0], &S->E16, &S->E016, &S->R16[0], &S->R16[1], &S->R16[2], (int16_t **)&S->hidx,
+                            &S->P16s[1], &S->P16s[2]};
+        int64_t total = 0;
+        for (int k = 0; k < 9; k++) total += sizes[k];
+        S->b16 = malloc(sizeof(int16_t) * (size_t)total + 64 * 10);
         if (!S->b16) S->p16 = 0;
         char *p = (char *)S->b16;
-        for (int k = 0; k < 7 && S->b16; k++) { /* &X[1] aligned: X at most 63 bytes after p */
+        for (int k = 0; k < 9 && S->b16; k++) { /* &X[1] aligned: X at most 63 bytes after p */
             int16_t *x = (int16_t *)(((uintptr_t)p + 2 + 63) & ~(uintptr_t)63) - 1;
             *dst[k] = x;
             p = (char *)(x + sizes[k]);
@@ -550,7 +560,7 @@ static int64_t csp_encode1(const void *src, int64_t h, int64_t w, int64_t c, int
     int64_t hlen = HEADER_SIZE + PLANE_SIZE * c;
     if (cap < hlen + 4) return CSP_E_OUTSIZE;
     enc_scratch_t S;
-    enc_scratch_planes(&S, h, w, bps, simd);
+    enc_scratch_planes(&S, h, w, c, bps, simd);
     S.tok = (uint8_t *)malloc((size_t)N * 3);
     S.u = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)N);
     S.words = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)(N + 2 * N_STREAMS + 16));

@@ -172,6 +172,42 @@ CSP_AVX512_TARGET static void enc16_xform_costs_row(const uint8_t *above, const 
     for (int j = 0; j < N_CAND; j++) cost[j] += _mm512_reduce_add_epi32(_mm512_madd_epi16(acc[j], _mm512_set1_epi16(1)));
 }
 
+/* The three padded 16-bit planes of an 8-bit RGB tile under xform (enc16_fill_plane's layout), in one
+ * pass over the pixels. */
+CSP_AVX512_TARGET static void enc16_fill_planes3(const uint8_t *src, int64_t h, int64_t w, int xform, int16_t *const P[3],
+                                                 int64_t W2) {
+    const enc16_rgb_idx_t I = enc16_rgb_idx();
+    const __m512i k = _mm512_set1_epi16((int16_t)(xform ? xform - 1 : 0));
+    for (int j = 0; j < 3; j++) memset(P[j], 0, sizeof(int16_t) * (size_t)W2);
+    for (int64_t y = 0; y < h; y++) {
+        const uint8_t *s = src + y * w * 3;
+        int16_t *r0 = P[0] + (y + 1) * W2 + 1, *r1 = P[1] + (y + 1) * W2 + 1, *r2 = P[2] + (y + 1) * W2 + 1;
+        for (int64_t x = 0; x < w; x += 32) {
+            const int64_t n = w - x < 32 ? w - x : 32;
+            const __mmask32 m = enc16_tail(x, w);
+            __m512i r, g, b;
+            enc16_load_rgb(&I, s + 3 * x, n, &r, &g, &b);
+            if (xform) {
+                const __m512i u = _mm512_sub_epi16(r, g);
+                _mm512_mask_storeu_epi16((void *)(r0 + x), m,
+                                         _mm512_srai_epi16(_mm512_add_epi16(_mm512_add_epi16(r, b), _mm512_slli_epi16(g, 1)), 2));
+                _mm512_mask_storeu_epi16((void *)(r1 + x), m, u);
+                _mm512_mask_storeu_epi16((void *)(r2 + x), m,
+                                         _mm512_sub_epi16(_mm512_sub_epi16(b, g), _mm512_srai_epi16(_mm512_mullo_epi16(k, u), 2)));
+            } else {
+                _mm512_mask_storeu_epi16((void *)(r0 + x), m, r);
+                _mm512_mask_storeu_epi16((void *)(r1 + x), m, g);
+                _mm512_mask_storeu_epi16((void *)(r2 + x), m, b);
+            }
+        }
+        for (int j = 0; j < 3; j++) {
+            int16_t *row = P[j] + (y + 1) * W2;
+            row[0] = P[j][y * W2 + 1];
+            row[w + 1] = row[w];
+        }
+    }
+}
+
 /* enc_errors_row in 16-bit lanes (costs only: the absolute-error sums serve 16-bit tiles alone). */
 CSP_AVX512_TARGET static void enc16_errors_row(const int16_t *pr, const int16_t *cr, const int16_t *pem, const int16_t *pea,
                                                const int16_t *peg, int16_t *em, int16_t *ea, int16_t *eg, int64_t w,
