@@ -113,7 +113,7 @@ static int64_t csp_encode3_simd(const void *src, int64_t h, int64_t w, int64_t c
 #if CSP_X86_AVX512
         if (simd && SC.L == V3_LANES) {
             uint32_t fs[MAX_CTX * 128]; /* indexed by context << 7 | token, as the packed input holds them */
-            for (int k = 0; k < MAX_CTX; k++)
+            for (int k = 0; k < N_CTX[modes[pl]]; k++) /* the contexts of the plane's mode */
                 for (int q = 0; q < 128; q++) fs[k * 128 + q] = q < NTOK ? F->freq[k][q] | ((uint32_t)F->start[k][q] << 16) : 0;
             v3_avx512_pack(tk, cx, uA + pl * N, N); /* u is not needed after this plane's pass */
             wp = v3_avx512_emit_plane(&SC, w, uA + pl * N, fs, xs, wbuf, wp);
@@ -164,7 +164,11 @@ static int64_t csp_encode3_simd(const void *src, int64_t h, int64_t w, int64_t c
     if (pos + 4 * V3_LANES + 2 * nw > cap) { ret = CSP_E_OUTSIZE; goto done; }
     for (int k = 0; k < V3_LANES; k++) wr32(dst + pos + 4 * k, xs[k]);
     pos += 4 * V3_LANES;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(dst + pos, wbuf + wp, sizeof(uint16_t) * (size_t)nw); /* the words are little-endian in memory already */
+#else
     for (int64_t k = 0; k < nw; k++) wr16(dst + pos + 2 * k, wbuf[wp + k]);
+#endif
     pos += 2 * nw;
     wr32(dst + HEADER_SIZE + V3_DESC * c, (uint32_t)tl);
     wr32(dst + HEADER_SIZE + V3_DESC * c + 4, (uint32_t)(2 * nw));
