@@ -1,4 +1,4 @@
-"""Reference implementation of bitstream version 3 of the CSP lossless codec (docs/codec.md §9).
+"""Reference implementation of bitstream version 3 of the CSP lossless codec (docs/codec.md §8).
 
 Round trips, version 1's model decisions, the wavefront schedule, the layout and sizes, damaged streams
 and the golden version-3 streams ``tests/fixtures/codec/v3/*.csp``.
