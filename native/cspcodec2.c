@@ -187,9 +187,7 @@ static int64_t csp_encode2_simd(const void *src, int64_t h, int64_t w, int64_t c
     S.R = S.P + PS; S.R0 = S.R + N; S.ab = S.R0 + N; S.ctx = S.tok + N; S.raw = S.ctx + N;
     luts_t L; make_luts(&L);
     int xform = choose_xform(src, bps, h, w, c, maxv, S.P, simd);
-    memcpy(dst, MAGIC, 4);
-    dst[4] = 2; dst[5] = (uint8_t)bps; dst[6] = (uint8_t)xform; dst[7] = 0;
-    wr32(dst + 8, (uint32_t)h); wr32(dst + 12, (uint32_t)w); wr16(dst + 16, (uint32_t)c); wr16(dst + 18, 0);
+    write_header(dst, 2, bps, xform, h, w, c);
     int64_t pos = hlen + 4;
     for (int64_t pl = 0; pl < c; pl++) {
         fill_plane(src, bps, h, w, c, xform, (int)pl, S.P, 0, simd);

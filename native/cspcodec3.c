@@ -78,9 +78,7 @@ static int64_t csp_encode3_simd(const void *src, int64_t h, int64_t w, int64_t c
     if (!S.P || !tokA || !uA || !modes || !FQ || !M || !wbuf) { ret = CSP_E_NOMEM; goto done; }
     luts_t L; make_luts(&L);
     int xform = choose_xform(src, bps, h, w, c, maxv, S.P, simd);
-    memcpy(dst, MAGIC, 4);
-    dst[4] = 3; dst[5] = (uint8_t)bps; dst[6] = (uint8_t)xform; dst[7] = 0;
-    wr32(dst + 8, (uint32_t)h); wr32(dst + 12, (uint32_t)w); wr16(dst + 16, (uint32_t)c); wr16(dst + 18, 0);
+    write_header(dst, 3, bps, xform, h, w, c);
     /* model of every plane (version 1's), tables written in plane order */
     bitw_t bw = {dst + hlen + 4, 0, cap - hlen - 4, 0, 0, 0};
     for (int64_t pl = 0; pl < c; pl++) {

@@ -2,6 +2,13 @@
  * tokens, contexts, tables) and the version-1 encoder. Included by cspcodec.c (shares its helpers). */
 
 /* ------------------------------------------------------------------ encoder */
+/* The 20-byte stream header shared by bitstreams 1-3 (§1): magic, version, sample bytes, transform, H, W, C. */
+static void write_header(uint8_t *dst, int version, int bps, int xform, int64_t h, int64_t w, int64_t c) {
+    memcpy(dst, MAGIC, 4);
+    dst[4] = (uint8_t)version; dst[5] = (uint8_t)bps; dst[6] = (uint8_t)xform; dst[7] = 0;
+    wr32(dst + 8, (uint32_t)h); wr32(dst + 12, (uint32_t)w); wr16(dst + 16, (uint32_t)c); wr16(dst + 18, 0);
+}
+
 typedef struct {
     int32_t *P;        /* padded plane (h+1) x (w+2) */
     int32_t *E, *E0;   /* padded |e| of the current plane and of plane 0 (cross-plane context) */
@@ -569,9 +576,7 @@ static int64_t csp_encode1(const void *src, int64_t h, int64_t w, int64_t c, int
     S.ctx0 = S.tok + N; S.ctx1 = S.tok + 2 * N;
     luts_t L; make_luts(&L);
     int xform = choose_xform(src, bps, h, w, c, maxv, S.P, simd);
-    memcpy(dst, MAGIC, 4);
-    dst[4] = 1; dst[5] = (uint8_t)bps; dst[6] = (uint8_t)xform; dst[7] = 0;
-    wr32(dst + 8, (uint32_t)h); wr32(dst + 12, (uint32_t)w); wr16(dst + 16, (uint32_t)c); wr16(dst + 18, 0);
+    write_header(dst, 1, bps, xform, h, w, c);
     int64_t pos = hlen + 4;
     for (int64_t pl = 0; pl < c; pl++) {
         enc_fill(&S, src, bps, h, w, c, xform, (int)pl);

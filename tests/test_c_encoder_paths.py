@@ -33,3 +33,42 @@ def test_vector_model_path_equals_scalar_path(shape: tuple[int, int, int], dtype
         data = c_codec.encode(tile, version)
         assert data == c_codec.encode(tile, version, simd=False), version
         np.testing.assert_array_equal(c_codec.decode(data), tile)
+
+
+def _extreme_rgb_tiles() -> list[np.ndarray]:
+    """8-bit RGB tiles at the edges of the 16-bit lane path's ranges: uniform noise and 0/255
+    checkerboards (|errors| up to 1020), and channel relations that make the colour-transform choice
+    pick RCT with every k, where V = (B - G) - ((k U) >> 2) reaches +-510."""
+    rng = np.random.default_rng(17)
+    tiles = []
+    for i in range(200):
+        h, w = int(rng.integers(1, 70)), int(rng.integers(64, 200))
+        g = rng.integers(0, 256, (h, w))
+        kind = i % 5
+        if kind == 0:
+            t = rng.integers(0, 256, (h, w, 3))
+        elif kind == 1:
+            t = ((np.indices((h, w)).sum(0) % 2) * 255)[..., None].repeat(3, 2)
+        elif kind == 2:
+            t = np.stack([g, g, 255 - g], 2)
+        elif kind == 3:
+            t = np.stack([g, 255 - g, rng.integers(0, 256, (h, w))], 2)
+        else:
+            t = np.stack([g, g // 2, g], 2)
+            m = rng.random((h, w)) < 0.1
+            t[m] = rng.integers(0, 256, (int(m.sum()), 3))
+        tiles.append(np.ascontiguousarray(t.astype(np.uint8)))
+    return tiles
+
+
+def test_16_bit_lane_path_at_its_value_ranges() -> None:
+    """The 8-bit encoder path computes in 16-bit lanes on the claim that every quantity fits: at the
+    extremes of plane values and errors it writes the scalar path's bytes, and every RCT k occurs."""
+    xforms = set()
+    for tile in _extreme_rgb_tiles():
+        for version in (1, 3):
+            data = c_codec.encode(tile, version)
+            assert data == c_codec.encode(tile, version, simd=False), (tile.shape, version)
+            xforms.add(data[6])
+        np.testing.assert_array_equal(c_codec.decode(c_codec.encode(tile, 3)), tile)
+    assert xforms == {0, 1, 2, 3, 4, 5}
