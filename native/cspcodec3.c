@@ -201,6 +201,9 @@ typedef struct {
     const int64_t *n;
     int32_t *P, *E, *M, *A, *G; /* skew buffers of this plane (row t at X + 32 t; rows down to -pad) */
     const int32_t *X0;          /* plane 0's |e| (cross-plane context) or NULL */
+    int16_t *P16, *E16, *M16, *A16, *G16; /* the same as int16 (8-bit tiles on the AVX-512 path), or NULL */
+    const int16_t *X016;
+    uint8_t *pf; int64_t pfn; /* output bytes to prefetch for writing while decoding (last plane), or 0 */
     const dtables_t *T;
     const luts_t *Lu;
     int kind, mode, ash, lsh;
@@ -344,6 +347,7 @@ static void v3_steps_scalar(v3dec_t *D, int64_t t0, int64_t t1) {
 
 #if CSP_X86_AVX512
 #include "cspcodec3_avx512.c"
+#include "cspcodec3_avx512_16.c"
 #endif
 
 /* Decode one plane into D's skew buffers from step 0 to the end. */
@@ -351,6 +355,10 @@ static int v3_decode_plane(v3dec_t *D, int simd) {
     int64_t t = 0;
     v3_seek(D, 0);
 #if CSP_X86_AVX512
+    if (D->P16) { /* 8-bit planes of 32 lanes: the whole plane in one kernel call */
+        t = v3h_run(D);
+        return D->err ? D->err : (t == D->tend ? CSP_OK : CSP_E_DATA);
+    }
     if (simd && D->L == V3_LANES) {
         t = v3_avx512_run(D, 0, D->tend); /* idle lanes (ramp-up, ramp-down) are masked */
         if (D->err) return D->err;
@@ -396,20 +404,24 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
     const int64_t pad = 4;                                 /* rows before step 0 (steps -3..-1 are read) */
     const int64_t rows = pad + SC.tend + 20, SK = rows * V3_LANES; /* + 16: the output pass reads whole blocks */
     const int nP = c == 3 ? 3 : 1; /* three-channel tiles are written together at the end */
-    int32_t *buf = (int32_t *)csp_alloc64(sizeof(int32_t) * (size_t)(SK * (nP + 5))); /* rows of 128 bytes */
+    /* 8-bit tiles of 32 lanes on the AVX-512 path: int16 skew buffers (cspcodec3_avx512_16.c) */
+    const int simd = !(flags & CSP_NO_SIMD) && csp_cpu_avx512();
+    const int h16 = CSP_X86_AVX512 && simd && bps == 1 && SC.L == V3_LANES;
+    const size_t esz = h16 ? sizeof(int16_t) : sizeof(int32_t);
+    char *buf = (char *)csp_alloc64(esz * (size_t)(SK * (nP + 5))); /* rows of 64 or 128 bytes */
     dtables_t *T = (dtables_t *)malloc(sizeof(dtables_t));
     if (!buf || !T) { rc = CSP_E_NOMEM; goto done; }
     luts_t Lu; make_luts(&Lu);
     const int64_t hlen = V3_FIXED + V3_DESC * c;
     const uint8_t *tab = src + hlen + 4, *lanes = tab + tl;
     int64_t toff = 0;
-    const int simd = !(flags & CSP_NO_SIMD) && csp_cpu_avx512();
     v3dec_t D;
     memset(&D, 0, sizeof D);
     D.h = h; D.w = w; D.L = SC.L; D.tend = SC.tend; D.n = SC.n; D.T = T; D.Lu = &Lu;
     for (int k = 0; k < V3_LANES; k++) D.xs[k] = rd32(lanes + 4 * k);
     D.wp = lanes + 4 * V3_LANES; D.wend = D.wp + wl;
-    int32_t *E0 = buf + (nP + 4) * SK + pad * V3_LANES;
+    /* the arrays of a plane: element offsets from buf (rows down to -pad) */
+    const int64_t o0 = pad * V3_LANES, oE0 = (nP + 4) * SK + o0;
     for (int64_t pl = 0; pl < c; pl++) {
         const uint8_t *d = src + HEADER_SIZE + V3_DESC * pl;
         D.kind = d[0]; D.mode = d[1]; D.ash = d[2]; D.lsh = d[3];
@@ -422,23 +434,31 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
         toff += (r.bits_read + 7) >> 3;
         range_t rg = plane_range(xform, (int)pl, maxv);
         D.lo = rg.lo; D.hi = rg.hi;
-        int32_t *base = buf + (nP == 3 ? pl : 0) * SK;
-        D.P = base + pad * V3_LANES;
-        D.E = (xform && pl == 0) ? E0 : buf + nP * SK + pad * V3_LANES;
-        D.M = buf + (nP + 1) * SK + pad * V3_LANES;
-        D.A = buf + (nP + 2) * SK + pad * V3_LANES;
-        D.G = buf + (nP + 3) * SK + pad * V3_LANES;
-        D.X0 = (xform && pl > 0) ? E0 : NULL;
-        int32_t *arrs[5] = {D.P, D.E, D.M, D.A, D.G};
-        /* the AVX-512 path starts from steps -3..-1 (zeros); nothing else reads before it writes */
-        for (int i = 0; i < 5; i++) memset(arrs[i] - 3 * V3_LANES, 0, sizeof(int32_t) * 3 * V3_LANES);
+        const int64_t off[6] = {(nP == 3 ? pl : 0) * SK + o0, (xform && pl == 0) ? oE0 : nP * SK + o0,
+                                (nP + 1) * SK + o0, (nP + 2) * SK + o0, (nP + 3) * SK + o0, (xform && pl > 0) ? oE0 : -1};
+        if (h16) {
+            int16_t *b16 = (int16_t *)buf;
+            D.P16 = b16 + off[0]; D.E16 = b16 + off[1]; D.M16 = b16 + off[2]; D.A16 = b16 + off[3]; D.G16 = b16 + off[4];
+            D.X016 = off[5] >= 0 ? b16 + off[5] : NULL;
+        } else {
+            int32_t *b32 = (int32_t *)buf;
+            D.P = b32 + off[0]; D.E = b32 + off[1]; D.M = b32 + off[2]; D.A = b32 + off[3]; D.G = b32 + off[4];
+            D.X0 = off[5] >= 0 ? b32 + off[5] : NULL;
+            int32_t *arrs[5] = {D.P, D.E, D.M, D.A, D.G};
+            /* the 32-bit AVX-512 path starts from steps -3..-1 (zeros); nothing else reads before it writes */
+            for (int i = 0; i < 5; i++) memset(arrs[i] - 3 * V3_LANES, 0, sizeof(int32_t) * 3 * V3_LANES);
+        }
+        /* the last plane of an 8-bit three-channel tile: its decoding is latency-bound, so bring the
+         * output lines into the cache meanwhile (they are usually cold: a batch buffer) */
+        if (h16 && nP == 3 && pl == 2) { D.pf = (uint8_t *)dst; D.pfn = h * w * 3; }
         rc = v3_decode_plane(&D, simd);
         if (rc) goto done;
         if (nP == 1) { /* store channel pl */
             for (int64_t y = 0; y < h; y++) {
-                const int32_t *row = D.P + v3_at(SC.L, w, y, 0);
-                if (bps == 1) { uint8_t *o = (uint8_t *)dst + y * w * c + pl; for (int64_t x = 0; x < w; x++) o[x * c] = (uint8_t)row[x * V3_LANES]; }
-                else { uint16_t *o = (uint16_t *)dst + y * w * c + pl; for (int64_t x = 0; x < w; x++) o[x * c] = (uint16_t)row[x * V3_LANES]; }
+                const int64_t i0 = v3_at(SC.L, w, y, 0);
+                if (h16) { const int16_t *row = D.P16 + i0; uint8_t *o = (uint8_t *)dst + y * w * c + pl; for (int64_t x = 0; x < w; x++) o[x * c] = (uint8_t)row[x * V3_LANES]; }
+                else if (bps == 1) { const int32_t *row = D.P + i0; uint8_t *o = (uint8_t *)dst + y * w * c + pl; for (int64_t x = 0; x < w; x++) o[x * c] = (uint8_t)row[x * V3_LANES]; }
+                else { const int32_t *row = D.P + i0; uint16_t *o = (uint16_t *)dst + y * w * c + pl; for (int64_t x = 0; x < w; x++) o[x * c] = (uint16_t)row[x * V3_LANES]; }
             }
         }
     }
@@ -446,11 +466,10 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
     for (int k = 0; k < V3_LANES; k++) if (D.xs[k] != RANS_L) { rc = CSP_E_DATA; goto done; }
     if (D.wp != D.wend) { rc = CSP_E_DATA; goto done; }
     if (nP == 3) {
-        const int32_t *P0 = buf + pad * V3_LANES;
 #if CSP_X86_AVX512
-        if (simd && bps == 1 && SC.L == V3_LANES) { rc = v3_avx512_output3_u8(P0, SK, SC.n, SC.tend, w, xform, (uint8_t *)dst); goto done; }
+        if (h16) { rc = v3h_output3_u8((const int16_t *)buf + o0, SK, SC.n, SC.tend, w, xform, (uint8_t *)dst); goto done; }
 #endif
-        rc = v3_output3(P0, SK, SC.L, h, w, xform, bps, dst);
+        rc = v3_output3((const int32_t *)buf + o0, SK, SC.L, h, w, xform, bps, dst);
         goto done;
     }
     rc = CSP_OK;

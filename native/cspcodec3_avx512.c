@@ -183,23 +183,68 @@ CSP_AVX512_TARGET static void v3_init(v3vec_t V[2], v3ring_t ring, const v3dec_t
     }
 }
 
-/* Lane masks of step t for vector h: on (active lanes), m0 (active lanes at column 0), mW (column W-1).
- * m0/mW depend only on t mod W (tables); all lanes are active between the ramps. */
+/* Lane masks of step t: on (active lanes), m0 (lanes at column 0), mW (column W-1). m0/mW depend only
+ * on t mod W (tables); all lanes are active in steps [full0, full1), between the ramps. */
 typedef struct { uint32_t *m0, *mW; int64_t full0, full1; } v3masks_t;
 
-static inline void v3_masks(const v3masks_t *MK, const v3dec_t *D, int64_t t, int64_t tw, v3tmp_t *TA, v3tmp_t *TB) {
-    uint32_t on = 0xFFFFFFFFu;
-    if (t < MK->full0 || t >= MK->full1) {
-        on = 0;
-        for (int64_t k = 0; k < V3_LANES; k++) {
-            const int64_t q = t - 2 * k;
-            if (q >= 0 && q < D->n[k] * D->w) on |= 1u << k;
-        }
+/* Builds the tables of a plane; nonzero (and D->err set) when out of memory. */
+static int v3_make_masks(v3masks_t *MK, v3dec_t *D) {
+    const int64_t w = D->w;
+    MK->m0 = (uint32_t *)malloc(sizeof(uint32_t) * 2 * (size_t)w);
+    if (!MK->m0) { D->err = CSP_E_NOMEM; return 1; }
+    MK->mW = MK->m0 + w;
+    memset(MK->m0, 0, sizeof(uint32_t) * 2 * (size_t)w);
+    for (int64_t k = 0; k < V3_LANES; k++) { /* lane k is at column x at steps t = x + 2k (mod w) */
+        MK->m0[(2 * k) % w] |= 1u << k;
+        MK->mW[(2 * k + w - 1) % w] |= 1u << k;
     }
-    const uint32_t m0 = MK->m0[tw] & on, mW = MK->mW[tw];
+    MK->full0 = 2 * (V3_LANES - 1); MK->full1 = D->tend;
+    for (int64_t k = 0; k < V3_LANES; k++)
+        if (D->n[k] * w + 2 * k < MK->full1) MK->full1 = D->n[k] * w + 2 * k;
+    return 0;
+}
+
+static inline uint32_t v3_on(const v3masks_t *MK, const v3dec_t *D, int64_t t) {
+    if (t >= MK->full0 && t < MK->full1) return 0xFFFFFFFFu;
+    uint32_t on = 0;
+    for (int64_t k = 0; k < V3_LANES; k++) {
+        const int64_t q = t - 2 * k;
+        if (q >= 0 && q < D->n[k] * D->w) on |= 1u << k;
+    }
+    return on;
+}
+
+static inline void v3_masks(const v3masks_t *MK, const v3dec_t *D, int64_t t, int64_t tw, v3tmp_t *TA, v3tmp_t *TB) {
+    const uint32_t on = v3_on(MK, D, t), m0 = MK->m0[tw] & on, mW = MK->mW[tw];
     TA->on = (__mmask16)on; TB->on = (__mmask16)(on >> 16);
     TA->m0 = (__mmask16)m0; TB->m0 = (__mmask16)(m0 >> 16);
     TA->mW = (__mmask16)mW; TB->mW = (__mmask16)(mW >> 16);
+}
+
+/* The shared word stream of the kernels: read in place while at least 64 bytes remain (a step reads at
+ * most 64); then from a zero-padded copy of the tail, stopping with an error if the stream runs out. */
+typedef struct { const uint8_t *wp, *wend, *real; uint8_t tail[12 * V3_LANES]; } v3words_t;
+
+static inline void v3_words_begin(v3words_t *S, const v3dec_t *D) { S->wp = D->wp; S->wend = D->wend; S->real = NULL; }
+
+/* Before a step; nonzero when the stream has run out. */
+static inline int v3_words_guard(v3words_t *S) {
+    if (S->wend - S->wp >= 4 * V3_LANES) return 0;
+    if (!S->real) {
+        const int64_t rem = S->wend - S->wp;
+        memset(S->tail, 0, sizeof S->tail);
+        memcpy(S->tail, S->wp, (size_t)rem);
+        S->real = S->wp; S->wp = S->tail; S->wend = S->tail + rem;
+        return 0;
+    }
+    return S->wp > S->wend;
+}
+
+static inline void v3_words_end(v3words_t *S, v3dec_t *D) {
+    if (S->real) {
+        if (S->wp > S->wend) { D->err = CSP_E_DATA; S->wp = S->wend; }
+        D->wp = S->real + (S->wp - S->tail);
+    } else D->wp = S->wp;
 }
 
 CSP_AVX512_TARGET CSP_INLINE int64_t v3_avx512_kernel(v3dec_t *D, int64_t t0, int64_t t1, const int kind, const int mode,
@@ -228,35 +273,16 @@ CSP_AVX512_TARGET CSP_INLINE int64_t v3_avx512_kernel(v3dec_t *D, int64_t t0, in
     v3ring_t ring;
     v3_init(V, ring, D, t0, X);
     v3vec_t *const VA = &V[0], *const VB = &V[1];
-    /* per t mod W: lanes at column 0 and at column W - 1 */
     v3masks_t MK;
-    MK.m0 = (uint32_t *)malloc(sizeof(uint32_t) * 2 * (size_t)w);
-    if (!MK.m0) { D->err = CSP_E_NOMEM; return t0; }
-    MK.mW = MK.m0 + w;
-    memset(MK.m0, 0, sizeof(uint32_t) * 2 * (size_t)w);
-    for (int64_t k = 0; k < V3_LANES; k++) { /* lane k is at column x at steps t = x + 2k (mod w) */
-        MK.m0[(2 * k) % w] |= 1u << k;
-        MK.mW[(2 * k + w - 1) % w] |= 1u << k;
-    }
-    MK.full0 = 2 * (V3_LANES - 1); MK.full1 = D->tend;
-    for (int64_t k = 0; k < V3_LANES; k++)
-        if (D->n[k] * w + 2 * k < MK.full1) MK.full1 = D->n[k] * w + 2 * k;
+    if (v3_make_masks(&MK, D)) return t0;
     int64_t tw = t0 % w;
-    /* words: read in place while at least 64 remain (a step reads at most 64); then from a zero-padded
-     * copy of the tail, stopping with an error if the stream runs out */
-    const uint8_t *wp = D->wp, *wend = D->wend, *real = NULL;
-    uint8_t tail[12 * V3_LANES];
+    v3words_t WS;
+    v3_words_begin(&WS, D);
     int bad = 0;
     int64_t t = t0;
     for (; t < t1; t++) {
-        if (wend - wp < 4 * V3_LANES) {
-            if (!real) {
-                int64_t rem = wend - wp;
-                memset(tail, 0, sizeof tail);
-                memcpy(tail, wp, (size_t)rem);
-                real = wp; wp = tail; wend = tail + rem;
-            } else if (wp > wend) { D->err = CSP_E_DATA; break; }
-        }
+        if (v3_words_guard(&WS)) { D->err = CSP_E_DATA; break; }
+        const uint8_t *wp = WS.wp;
         const int64_t off = t * V3_LANES;
         v3tmp_t TA, TB;
         v3_masks(&MK, D, t, tw, &TA, &TB);
@@ -279,6 +305,7 @@ CSP_AVX512_TARGET CSP_INLINE int64_t v3_avx512_kernel(v3dec_t *D, int64_t t0, in
         TB.x1 = _mm512_srlv_epi32(TB.x1, TB.nb);
         wp = v3_renorm(&TA.x1, TA.on, wp);
         wp = v3_renorm(&TB.x1, TB.on, wp);
+        WS.wp = wp;
         bad |= v3_finish(VA, &TA, &K, bitsA, P, E, M, A, G, off, kind);
         bad |= v3_finish(VB, &TB, &K, bitsB, P, E, M, A, G, off + 16, kind);
         if (bad) break;
@@ -297,10 +324,7 @@ CSP_AVX512_TARGET CSP_INLINE int64_t v3_avx512_kernel(v3dec_t *D, int64_t t0, in
     _mm512_storeu_si512((void *)D->xs, VA->xs);
     _mm512_storeu_si512((void *)(D->xs + 16), VB->xs);
     if (bad) D->err = CSP_E_RANGE;
-    if (real) {
-        if (wp > wend) { D->err = CSP_E_DATA; wp = wend; }
-        D->wp = real + (wp - tail);
-    } else D->wp = wp;
+    v3_words_end(&WS, D);
     return t;
 }
 
@@ -346,69 +370,33 @@ CSP_AVX512_TARGET static inline void v3_transpose16(__m512i r[16]) {
     }
 }
 
-/* v3_output3 for uint8 tiles of 32 lanes. Per step row of the skew buffers (16 lanes), the inverse RCT
- * runs on the three planes' vectors and packs each pixel into one dword (R | G << 8 | B << 16); blocks
- * of 16 steps x 16 lanes are then transposed, so that each vector holds 16 consecutive pixels of one
- * lane (consecutive columns of one row, or the end of one row and the start of the lane's next row),
- * squeezed to 48 bytes with one byte permutation and stored with byte masks. The buffers must be
- * readable up to step tend + 15 (the rows past a lane's samples hold anything: masked out). */
-CSP_AVX512_TARGET static int v3_avx512_output3_u8(const int32_t *P0, int64_t SK, const int64_t *n, int64_t tend, int64_t w,
-                                          int xform, uint8_t *dst) {
-    uint8_t perm[64];
-    for (int i = 0; i < 64; i++) perm[i] = (uint8_t)(i < 48 ? (i / 3) * 4 + i % 3 : 63);
-    const __m512i PERM = _mm512_loadu_si512(perm), vmax = _mm512_set1_epi32(255), vk = _mm512_set1_epi32(xform ? xform - 1 : 0);
-    __m512i over = _mm512_setzero_si512(); /* OR of the active lanes' RCT outputs */
-    for (int g = 0; g < 2; g++) {
-        int64_t x[16], r[16]; /* column and row index of the lane's sample at the block's first step */
-        int32_t q0[16], nw[16];
-        for (int i = 0; i < 16; i++) {
-            x[i] = -2 * (16 * g + i); r[i] = 0;
-            q0[i] = (int32_t)x[i]; nw[i] = (int32_t)(n[16 * g + i] * w);
-        }
-        __m512i qv = _mm512_loadu_si512(q0);
-        const __m512i nWv = _mm512_loadu_si512(nw), one = _mm512_set1_epi32(1);
-        for (int64_t tb = 0; tb < tend; tb += 16) {
-            __m512i px[16];
-            for (int j = 0; j < 16; j++, qv = _mm512_add_epi32(qv, one)) {
-                const int32_t *row = P0 + (tb + j) * V3_LANES + 16 * g;
-                __m512i rr = _mm512_loadu_si512((const void *)row);
-                __m512i gg = _mm512_loadu_si512((const void *)(row + SK));
-                __m512i bb = _mm512_loadu_si512((const void *)(row + 2 * SK));
-                if (xform) {
-                    const __mmask16 on = _mm512_cmpge_epi32_mask(qv, _mm512_setzero_si512()) & _mm512_cmplt_epi32_mask(qv, nWv);
-                    const __m512i U = gg, V = _mm512_add_epi32(bb, _mm512_srai_epi32(_mm512_mullo_epi32(vk, gg), 2));
-                    gg = _mm512_sub_epi32(rr, _mm512_srai_epi32(_mm512_add_epi32(U, V), 2));
-                    rr = _mm512_add_epi32(U, gg);
-                    bb = _mm512_add_epi32(V, gg);
-                    /* a value outside [0, 255] has a bit above the low 8 set (negatives: the sign bits) */
-                    over = _mm512_mask_or_epi32(over, on, over, _mm512_ternarylogic_epi32(rr, gg, bb, 0xFE));
-                }
-                px[j] = _mm512_or_si512(_mm512_and_si512(rr, vmax),
-                                        _mm512_or_si512(_mm512_slli_epi32(_mm512_and_si512(gg, vmax), 8),
-                                                        _mm512_slli_epi32(_mm512_and_si512(bb, vmax), 16)));
-            }
-            v3_transpose16(px);
-            for (int i = 0; i < 16; i++) {
-                const int64_t k = 16 * g + i, x0 = x[i], r0 = r[i];
-                x[i] += 16;
-                if (x[i] >= w) { x[i] -= w; r[i]++; }
-                /* valid elements j: sample q = r0 * w + x0 + j in [0, n_k * w) */
-                const int64_t q = r0 * w + x0;
-                int64_t lo = q < 0 ? -q : 0, hi = n[k] * w - q;
-                if (hi > 16) hi = 16;
-                if (lo >= hi) continue;
-                const __m512i z = _mm512_permutexvar_epi8(PERM, px[i]);
-                /* elements before the row end go to row y = k + 32 r0, the others to the lane's next row */
-                const int64_t jc = w - x0 < 16 ? w - x0 : 16, y = k + V3_LANES * r0;
-                const int64_t a1 = lo, b1 = hi < jc ? hi : jc;
-                uint8_t *base = dst + (y * w + x0) * 3;
-                if (a1 < b1) _mm512_mask_storeu_epi8(base, (__mmask64)(((1ull << (3 * b1)) - 1) & ~((1ull << (3 * a1)) - 1)), z);
-                const int64_t a2 = lo > jc ? lo : jc;
-                if (a2 < hi) _mm512_mask_storeu_epi8(base + (V3_LANES * w - w) * 3, (__mmask64)(((1ull << (3 * hi)) - 1) & ~((1ull << (3 * a2)) - 1)), z);
-            }
-        }
+/* Stores one block of an 8-bit three-channel tile: px[i] holds the pixel dwords (R | G << 8 | B << 16)
+ * of 16 consecutive steps of lane 16 g + i before the transpose; x[i], r[i] are that lane's column and
+ * row index at the block's first step, advanced here by 16 steps. After the transpose each vector holds
+ * 16 consecutive samples of one lane (consecutive columns of one row, or the end of one row and the
+ * start of the lane's next row), squeezed to 48 bytes with one byte permutation and stored with byte
+ * masks; samples outside the lane's [0, n_k W) are not stored. */
+CSP_AVX512_TARGET static inline void v3_store_block(__m512i px[16], int g, int64_t x[16], int64_t r[16], const int64_t *n,
+                                                    int64_t w, __m512i PERM, uint8_t *dst) {
+    v3_transpose16(px);
+    for (int i = 0; i < 16; i++) {
+        const int64_t k = 16 * g + i, x0 = x[i], r0 = r[i];
+        x[i] += 16;
+        if (x[i] >= w) { x[i] -= w; r[i]++; }
+        /* valid elements j: sample q = r0 * w + x0 + j in [0, n_k * w) */
+        const int64_t q = r0 * w + x0;
+        int64_t lo = q < 0 ? -q : 0, hi = n[k] * w - q;
+        if (hi > 16) hi = 16;
+        if (lo >= hi) continue;
+        const __m512i z = _mm512_permutexvar_epi8(PERM, px[i]);
+        /* elements before the row end go to row y = k + 32 r0, the others to the lane's next row */
+        const int64_t jc = w - x0 < 16 ? w - x0 : 16, y = k + V3_LANES * r0;
+        const int64_t a1 = lo, b1 = hi < jc ? hi : jc;
+        uint8_t *base = dst + (y * w + x0) * 3;
+        if (a1 < b1) _mm512_mask_storeu_epi8(base, (__mmask64)(((1ull << (3 * b1)) - 1) & ~((1ull << (3 * a1)) - 1)), z);
+        const int64_t a2 = lo > jc ? lo : jc;
+        if (a2 < hi) _mm512_mask_storeu_epi8(base + (V3_LANES * w - w) * 3, (__mmask64)(((1ull << (3 * hi)) - 1) & ~((1ull << (3 * a2)) - 1)), z);
     }
-    return _mm512_test_epi32_mask(over, _mm512_set1_epi32(~255)) ? CSP_E_RANGE : CSP_OK;
 }
 
 /* The emitter's input of n samples, one word each: raw bits (u's low TOK_NB[token] bits) | token << 16 |

@@ -12,7 +12,7 @@
 
 /* The instruction sets csp_cpu_avx512 checks (all AVX-512 code of the codec is compiled for them). */
 #define CSP_AVX512_TARGET \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512cd,avx512vbmi,avx512vbmi2,popcnt")))
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512cd,avx512vbmi,avx512vbmi2,popcnt,prfchw")))
 
 /* 1 when the CPU has what the AVX-512 paths need (F, BW, VL, CD, VBMI, VBMI2). */
 static int csp_cpu_avx512(void) {
