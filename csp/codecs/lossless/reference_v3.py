@@ -47,7 +47,7 @@ VERSION = 3
 LANES = 32  #: rANS states of a tile (lanes 0..31)
 DESC = struct.Struct("<BBBB")  #: predictor, context mode, ashift, lshift
 LENGTHS = struct.Struct("<II")  #: table bytes T, word bytes N
-STATES = struct.Struct(f"<{LANES}I")  #: final encoder states of lanes 0..15
+STATES = struct.Struct(f"<{LANES}I")  #: final encoder states of lanes 0..31
 
 Step = list[tuple[int, int, int]]  #: the active lanes of one step: ``(k, y, x)`` in increasing ``k``
 
