@@ -266,3 +266,38 @@ def test_vms_source_identity_hashes_every_data_file(converted_vms):
     assert names == sorted(["slide.vms", "image0.jpg", "map.jpg", "macro.jpg"])
     for f in source["files"]:
         assert f["sha256"] == hashlib.sha256((vms.parent / f["name"]).read_bytes()).hexdigest()
+
+
+def _bare_reader(path: Path) -> OpenSlideFallbackReader:
+    """A reader object without an OpenSlide handle: source_files needs only the path."""
+    reader = object.__new__(OpenSlideFallbackReader)
+    reader.path = str(path)
+    return reader
+
+
+def test_mirax_source_files_are_the_index_and_its_data_folder(tmp_path):
+    """MIRAX: the .mrxs index plus every file (not subfolder) of the folder named after it; files
+    beside the index that belong to other slides are not part of this one."""
+    mrxs = tmp_path / "case 7.mrxs"
+    mrxs.write_bytes(b"mirax index")
+    data = tmp_path / "case 7"
+    data.mkdir()
+    for name in ("Slidedat.ini", "Index.dat", "Data0000.dat", "Data0001.dat"):
+        (data / name).write_bytes(name.encode())
+    (data / "thumbs").mkdir()
+    (tmp_path / "other.mrxs").write_bytes(b"another slide")
+    got = _bare_reader(mrxs).source_files()
+    want = sorted([str(mrxs)] + [str(data / n) for n in ("Slidedat.ini", "Index.dat", "Data0000.dat", "Data0001.dat")])
+    assert got == want
+    # no data folder (an incomplete copy): the index alone
+    lone = tmp_path / "lone.mrxs"
+    lone.write_bytes(b"x")
+    assert _bare_reader(lone).source_files() == [str(lone)]
+
+
+def test_vms_source_files_skip_missing_and_unrelated_entries(tmp_path):
+    vms = make_vms(tmp_path / "v", (64, 48), (32, 24))
+    text = vms.read_text() + "OptimisationFile=missing.opt\nNotes=free text\n"
+    vms.write_text(text)
+    got = [Path(p).name for p in _bare_reader(vms).source_files()]
+    assert got == sorted(["slide.vms", "image0.jpg", "map.jpg", "macro.jpg"])
