@@ -204,6 +204,7 @@ typedef struct {
     int16_t *P16, *E16, *M16, *A16, *G16; /* the same as int16 (8-bit tiles on the AVX-512 path), or NULL */
     const int16_t *X016;
     uint8_t *pf; int64_t pfn; /* output bytes to prefetch for writing while decoding (last plane), or 0 */
+    int bw;                   /* the int16 buffers' kernel: the AVX-512 F/BW variant (else VBMI) */
     const dtables_t *T;
     const luts_t *Lu;
     int kind, mode, ash, lsh;
@@ -347,7 +348,20 @@ static void v3_steps_scalar(v3dec_t *D, int64_t t0, int64_t t1) {
 
 #if CSP_X86_AVX512
 #include "cspcodec3_avx512.c"
+#define V3H_VBMI 1
+#define V3H(name) v3h_##name
+#define V3H_TARGET CSP_AVX512_TARGET
 #include "cspcodec3_avx512_16.c"
+#undef V3H_VBMI
+#undef V3H
+#undef V3H_TARGET
+#define V3H_VBMI 0
+#define V3H(name) v3h_bw_##name
+#define V3H_TARGET CSP_AVX512BW_TARGET
+#include "cspcodec3_avx512_16.c"
+#undef V3H_VBMI
+#undef V3H
+#undef V3H_TARGET
 #endif
 
 /* Decode one plane into D's skew buffers from step 0 to the end. */
@@ -356,7 +370,7 @@ static int v3_decode_plane(v3dec_t *D, int simd) {
     v3_seek(D, 0);
 #if CSP_X86_AVX512
     if (D->P16) { /* 8-bit planes of 32 lanes: the whole plane in one kernel call */
-        t = v3h_run(D);
+        t = D->bw ? v3h_bw_run(D) : v3h_run(D);
         return D->err ? D->err : (t == D->tend ? CSP_OK : CSP_E_DATA);
     }
     if (simd && D->L == V3_LANES) {
@@ -393,6 +407,7 @@ static int v3_output3(const int32_t *P0, int64_t SK, int64_t L, int64_t h, int64
 }
 
 int csp_simd_available(void) { return csp_cpu_avx512(); }
+int csp_simd_bw_available(void) { return csp_cpu_avx512bw(); }
 
 static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, int flags) {
     int64_t h, w, c, tl, wl; int bps, xform;
@@ -405,8 +420,11 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
     const int64_t rows = pad + SC.tend + 20, SK = rows * V3_LANES; /* + 16: the output pass reads whole blocks */
     const int nP = c == 3 ? 3 : 1; /* three-channel tiles are written together at the end */
     /* 8-bit tiles of 32 lanes on the AVX-512 path: int16 skew buffers (cspcodec3_avx512_16.c) */
-    const int simd = !(flags & CSP_NO_SIMD) && csp_cpu_avx512();
-    const int h16 = CSP_X86_AVX512 && simd && bps == 1 && SC.L == V3_LANES;
+    /* simd: the AVX-512 kernels for VBMI/VBMI2 CPUs; bw: else the 8-bit kernel's variant for AVX-512
+     * F/BW/VL/DQ/CD (also where CSP_NO_VBMI asks for it) */
+    const int simd = !(flags & (CSP_NO_SIMD | CSP_NO_VBMI)) && csp_cpu_avx512();
+    const int bw = !simd && !(flags & CSP_NO_SIMD) && csp_cpu_avx512bw();
+    const int h16 = CSP_X86_AVX512 && (simd || bw) && bps == 1 && SC.L == V3_LANES;
     const size_t esz = h16 ? sizeof(int16_t) : sizeof(int32_t);
     char *buf = (char *)csp_alloc64(esz * (size_t)(SK * (nP + 5))); /* rows of 64 or 128 bytes */
     dtables_t *T = (dtables_t *)malloc(sizeof(dtables_t));
@@ -417,7 +435,7 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
     int64_t toff = 0;
     v3dec_t D;
     memset(&D, 0, sizeof D);
-    D.h = h; D.w = w; D.L = SC.L; D.tend = SC.tend; D.n = SC.n; D.T = T; D.Lu = &Lu;
+    D.h = h; D.w = w; D.L = SC.L; D.tend = SC.tend; D.n = SC.n; D.T = T; D.Lu = &Lu; D.bw = bw;
     for (int k = 0; k < V3_LANES; k++) D.xs[k] = rd32(lanes + 4 * k);
     D.wp = lanes + 4 * V3_LANES; D.wend = D.wp + wl;
     /* the arrays of a plane: element offsets from buf (rows down to -pad) */
@@ -428,7 +446,8 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
         bitr_t r; br_init(&r, tab + toff, tl - toff);
         fill_fn fill = fill_entries;
 #if CSP_X86_AVX512
-        if (simd) fill = v3_avx512_fill;
+        if (simd) fill = v3h_fill;
+        else if (bw) fill = v3h_bw_fill;
 #endif
         if (read_tables_from(&r, N_CTX[D.mode], T, fill)) { rc = CSP_E_TABLE; goto done; }
         toff += (r.bits_read + 7) >> 3;
@@ -467,7 +486,10 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
     if (D.wp != D.wend) { rc = CSP_E_DATA; goto done; }
     if (nP == 3) {
 #if CSP_X86_AVX512
-        if (h16) { rc = v3h_output3_u8((const int16_t *)buf + o0, SK, SC.n, SC.tend, w, xform, (uint8_t *)dst); goto done; }
+        if (h16) {
+            rc = (bw ? v3h_bw_output3_u8 : v3h_output3_u8)((const int16_t *)buf + o0, SK, SC.n, SC.tend, w, xform, (uint8_t *)dst);
+            goto done;
+        }
 #endif
         rc = v3_output3((const int32_t *)buf + o0, SK, SC.L, h, w, xform, bps, dst);
         goto done;

@@ -338,67 +338,6 @@ CSP_AVX512_TARGET static int64_t v3_avx512_run(v3dec_t *D, int64_t t0, int64_t t
     }
 }
 
-/* fill_entries with 16-entry stores (table building is a tenth of a tile's decoding time). */
-CSP_AVX512_TARGET static void v3_avx512_fill(uint32_t *e, uint32_t v, uint32_t f) {
-    const __m512i step = _mm512_set1_epi32(16 << 7);
-    __m512i cur = _mm512_add_epi32(_mm512_set1_epi32((int)v),
-                                   _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 7));
-    uint32_t q = 0;
-    for (; q + 16 <= f; q += 16) {
-        _mm512_storeu_si512((void *)(e + q), cur);
-        cur = _mm512_add_epi32(cur, step);
-    }
-    if (q < f) _mm512_mask_storeu_epi32((void *)(e + q), (__mmask16)((1u << (f - q)) - 1), cur);
-}
-
-/* In-place transpose of a 16 x 16 block of int32 (r[i] becomes column i). */
-CSP_AVX512_TARGET static inline void v3_transpose16(__m512i r[16]) {
-    __m512i t[16];
-    for (int i = 0; i < 16; i += 2) { t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]); t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]); }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]); r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]); r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    for (int i = 0; i < 16; i += 8)
-        for (int j = 0; j < 4; j++) {
-            t[i + j] = _mm512_shuffle_i32x4(r[i + j], r[i + j + 4], 0x88);
-            t[i + j + 4] = _mm512_shuffle_i32x4(r[i + j], r[i + j + 4], 0xDD);
-        }
-    for (int j = 0; j < 8; j++) {
-        r[j] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0x88);
-        r[j + 8] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0xDD);
-    }
-}
-
-/* Stores one block of an 8-bit three-channel tile: px[i] holds the pixel dwords (R | G << 8 | B << 16)
- * of 16 consecutive steps of lane 16 g + i before the transpose; x[i], r[i] are that lane's column and
- * row index at the block's first step, advanced here by 16 steps. After the transpose each vector holds
- * 16 consecutive samples of one lane (consecutive columns of one row, or the end of one row and the
- * start of the lane's next row), squeezed to 48 bytes with one byte permutation and stored with byte
- * masks; samples outside the lane's [0, n_k W) are not stored. */
-CSP_AVX512_TARGET static inline void v3_store_block(__m512i px[16], int g, int64_t x[16], int64_t r[16], const int64_t *n,
-                                                    int64_t w, __m512i PERM, uint8_t *dst) {
-    v3_transpose16(px);
-    for (int i = 0; i < 16; i++) {
-        const int64_t k = 16 * g + i, x0 = x[i], r0 = r[i];
-        x[i] += 16;
-        if (x[i] >= w) { x[i] -= w; r[i]++; }
-        /* valid elements j: sample q = r0 * w + x0 + j in [0, n_k * w) */
-        const int64_t q = r0 * w + x0;
-        int64_t lo = q < 0 ? -q : 0, hi = n[k] * w - q;
-        if (hi > 16) hi = 16;
-        if (lo >= hi) continue;
-        const __m512i z = _mm512_permutexvar_epi8(PERM, px[i]);
-        /* elements before the row end go to row y = k + 32 r0, the others to the lane's next row */
-        const int64_t jc = w - x0 < 16 ? w - x0 : 16, y = k + V3_LANES * r0;
-        const int64_t a1 = lo, b1 = hi < jc ? hi : jc;
-        uint8_t *base = dst + (y * w + x0) * 3;
-        if (a1 < b1) _mm512_mask_storeu_epi8(base, (__mmask64)(((1ull << (3 * b1)) - 1) & ~((1ull << (3 * a1)) - 1)), z);
-        const int64_t a2 = lo > jc ? lo : jc;
-        if (a2 < hi) _mm512_mask_storeu_epi8(base + (V3_LANES * w - w) * 3, (__mmask64)(((1ull << (3 * hi)) - 1) & ~((1ull << (3 * a2)) - 1)), z);
-    }
-}
-
 /* The emitter's input of n samples, one word each: raw bits (u's low TOK_NB[token] bits) | token << 16 |
  * context << 23 (so bits 16.. are the table index context * 128 + token), written over u. */
 CSP_AVX512_TARGET static void v3_avx512_pack(const uint8_t *tk, const uint8_t *cx, uint32_t *uu, int64_t n) {

@@ -14,6 +14,17 @@
 #define CSP_AVX512_TARGET \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512cd,avx512vbmi,avx512vbmi2,popcnt,prfchw")))
 
+/* The AVX-512 subset of Skylake-SP and Cascade Lake: the 8-bit decoder's second variant
+ * (cspcodec3_avx512_16.c with V3H_VBMI = 0) is compiled for it. */
+#define CSP_AVX512BW_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512cd,popcnt,prfchw")))
+
+static int csp_cpu_avx512bw(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512cd");
+}
+
 /* 1 when the CPU has what the AVX-512 paths need (F, BW, VL, CD, VBMI, VBMI2). */
 static int csp_cpu_avx512(void) {
     __builtin_cpu_init();
@@ -254,4 +265,5 @@ CSP_AVX512_TARGET static void enc_map_joint(const uint8_t *joint, const uint8_t 
 #else
 #define CSP_X86_AVX512 0
 static int csp_cpu_avx512(void) { return 0; }
+static int csp_cpu_avx512bw(void) { return 0; }
 #endif

@@ -3,8 +3,8 @@
 No 8-bit encoder writes a residual wider than 16 bits, so these tests forge such streams: a 16-bit tile's
 stream relabelled as 8-bit (header dtype code 2 -> 1, checksum recomputed). Its residuals reach 2^17, its
 samples leave [0, 255], and its model parameters (shifts) are those of 16-bit data. Every decoder must
-treat it alike: the reference, the C decoder's AVX-512 path (saturating 16-bit arithmetic) and scalar
-path, and the Numba decoder either all reject it or all return the same tile.
+treat it alike: the reference, the C decoder's AVX-512 path (saturating 16-bit arithmetic; both its
+variants) and scalar path, and the Numba decoder either all reject it or all return the same tile.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ def _relabel_as_8_bit(data: bytes) -> bytes:
 def _outcomes(data: bytes) -> dict[str, object]:
     decoders = {"reference": reference_v3.decode, "C simd": c_codec.decode,
                 "C scalar": lambda d: c_codec.decode(d, simd=False), "Numba": numba_v3.decode}
+    if c_codec.SIMD_BW:  # the 16-bit kernel's variant for CPUs without AVX-512 VBMI/VBMI2
+        decoders["C avx512bw"] = lambda d: c_codec.decode(d, simd="avx512bw")
     out: dict[str, object] = {}
     for name, dec in decoders.items():
         try:
@@ -88,3 +90,11 @@ def test_relabelled_16_bit_streams_decode_alike(h: int, w: int, c: int, top: int
     smooth = np.cumsum(rng.integers(-3, 4, (h, w, c)), axis=1) + rng.integers(0, top + 1, (1, 1, c))
     tile = np.clip(smooth, 0, top).astype(np.uint16)
     _assert_alike(_outcomes(_relabel_as_8_bit(numba_v3.encode(tile))))
+
+
+def test_simd_choice_is_validated() -> None:
+    data = c_codec.encode(np.zeros((8, 70, 3), np.uint8), 3)
+    with pytest.raises(CodecError, match="SIMD choice"):
+        c_codec.decode(data, simd="avx2")
+    if c_codec.SIMD_BW:
+        np.testing.assert_array_equal(c_codec.decode(data, simd="avx512bw"), np.zeros((8, 70, 3), np.uint8))

@@ -13,11 +13,14 @@ from csp.codecs.lossless.reference import check_tile
 from csp.errors import CodecError
 from csp.native._cspcodec import ffi, lib  # ImportError when the extension was not built
 
-__all__ = ["SIMD", "decode", "decode_info", "encode"]
+__all__ = ["SIMD", "SIMD_BW", "decode", "decode_info", "encode"]
 
 #: True when this CPU runs the AVX-512 kernels (decoder of bitstream version 3 for planes at least 64
-#: samples wide; the encoder's model analysis)
+#: samples wide; the encoder's model analysis): AVX-512 F/BW/VL/DQ/CD with VBMI and VBMI2
 SIMD = bool(lib.csp_simd_available())
+#: True when this CPU runs the version 3 decoder's AVX-512 kernel for 8-bit tiles in its variant without
+#: VBMI/VBMI2 (AVX-512 F/BW/VL/DQ/CD: Skylake-SP, Cascade Lake; used there instead of the scalar path)
+SIMD_BW = bool(lib.csp_simd_bw_available())
 
 _ERRORS = {
     -1: "invalid argument",
@@ -71,18 +74,27 @@ def decode_info(data: bytes | bytearray | memoryview | np.ndarray) -> tuple[tupl
 
 
 def decode(data: bytes | bytearray | memoryview | np.ndarray, out: np.ndarray | None = None,
-           *, simd: bool = True) -> np.ndarray:
+           *, simd: bool | str = True) -> np.ndarray:
     """Decode a stream to its ``(H, W, C)`` tile, into ``out`` (C-contiguous, matching) if given.
 
-    ``simd=False`` forces the portable scalar C path of bitstream version 3 (the AVX-512 path is used
-    otherwise where the CPU has it; both give the same result, which the tests check)."""
+    ``simd=False`` forces the portable scalar C path of bitstream version 3; ``simd="avx512bw"`` the
+    AVX-512 kernel variant that CPUs without VBMI/VBMI2 run (8-bit tiles; needs :data:`SIMD_BW`). By
+    default the best path this CPU has is used; all give the same result, which the tests check."""
+    if simd == "avx512bw":
+        if not SIMD_BW:
+            raise CodecError(None, "csp codec (C): this CPU has no AVX-512 F/BW/VL/DQ/CD")
+        flags = lib.CSP_NO_VBMI
+    elif simd is True or simd is False:
+        flags = 0 if simd else lib.CSP_NO_SIMD
+    else:
+        raise CodecError(None, f"csp codec (C): unknown SIMD choice {simd!r}")
     shape, dtype = decode_info(data)
     if out is None:
         out = np.empty(shape, dtype)
     elif out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous or not out.flags.writeable:
         raise CodecError(None, f"csp codec: stream holds {shape} {dtype}, out is {out.shape} {out.dtype}")
     buf = ffi.from_buffer(data)
-    rc = lib.csp_decode_ex(buf, len(buf), ffi.from_buffer(out), out.nbytes, 0 if simd else lib.CSP_NO_SIMD)
+    rc = lib.csp_decode_ex(buf, len(buf), ffi.from_buffer(out), out.nbytes, flags)
     if rc < 0:
         raise _error(rc)
     return out
