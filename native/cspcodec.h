@@ -45,8 +45,8 @@ int csp_decode(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes);
 /* Flag of csp_encode_ex / csp_decode_ex: use the portable scalar code, not the AVX-512 kernels (tests
  * compare both; the output is the same). */
 #define CSP_NO_SIMD 1
-/* Flag of csp_decode_ex: decode 8-bit tiles with the AVX-512 kernel variant that needs only AVX-512
- * F/BW/VL/DQ/CD (what CPUs without VBMI/VBMI2 run) even where VBMI is present (tests compare it). */
+/* Flag of csp_decode_ex: decode version 3 with the AVX-512 kernel variants that need only AVX-512
+ * F/BW/VL/DQ/CD (what CPUs without VBMI/VBMI2 run) even where VBMI is present (tests compare them). */
 #define CSP_NO_VBMI 2
 
 /* csp_encode (version 1), csp_encode2 or csp_encode3 by version, with flags. */
@@ -59,7 +59,7 @@ int csp_decode_ex(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, i
 /* 1 when this CPU runs the AVX-512 kernels (version 3 decoder for 32-lane planes, model analysis), else 0. */
 int csp_simd_available(void);
 
-/* 1 when this CPU runs the AVX-512 F/BW variant of the version 3 decoder for 8-bit tiles, else 0. */
+/* 1 when this CPU runs the AVX-512 F/BW variants of the version 3 decoder, else 0. */
 int csp_simd_bw_available(void);
 
 #endif

@@ -204,7 +204,7 @@ typedef struct {
     int16_t *P16, *E16, *M16, *A16, *G16; /* the same as int16 (8-bit tiles on the AVX-512 path), or NULL */
     const int16_t *X016;
     uint8_t *pf; int64_t pfn; /* output bytes to prefetch for writing while decoding (last plane), or 0 */
-    int bw;                   /* the int16 buffers' kernel: the AVX-512 F/BW variant (else VBMI) */
+    int bw;                   /* the AVX-512 kernels' F/BW variants (else the VBMI ones) */
     const dtables_t *T;
     const luts_t *Lu;
     int kind, mode, ash, lsh;
@@ -348,6 +348,20 @@ static void v3_steps_scalar(v3dec_t *D, int64_t t0, int64_t t1) {
 
 #if CSP_X86_AVX512
 #include "cspcodec3_avx512.c"
+#define V3W_VBMI 1
+#define V3W(name) v3w_##name
+#define V3W_TARGET CSP_AVX512_TARGET
+#include "cspcodec3_avx512_32.c"
+#undef V3W_VBMI
+#undef V3W
+#undef V3W_TARGET
+#define V3W_VBMI 0
+#define V3W(name) v3w_bw_##name
+#define V3W_TARGET CSP_AVX512BW_TARGET
+#include "cspcodec3_avx512_32.c"
+#undef V3W_VBMI
+#undef V3W
+#undef V3W_TARGET
 #define V3H_VBMI 1
 #define V3H(name) v3h_##name
 #define V3H_TARGET CSP_AVX512_TARGET
@@ -374,7 +388,7 @@ static int v3_decode_plane(v3dec_t *D, int simd) {
         return D->err ? D->err : (t == D->tend ? CSP_OK : CSP_E_DATA);
     }
     if (simd && D->L == V3_LANES) {
-        t = v3_avx512_run(D, 0, D->tend); /* idle lanes (ramp-up, ramp-down) are masked */
+        t = (D->bw ? v3w_bw_run : v3w_run)(D, 0, D->tend); /* idle lanes (ramp-up, ramp-down) are masked */
         if (D->err) return D->err;
         v3_seek(D, t);
     }
@@ -420,8 +434,8 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
     const int64_t rows = pad + SC.tend + 20, SK = rows * V3_LANES; /* + 16: the output pass reads whole blocks */
     const int nP = c == 3 ? 3 : 1; /* three-channel tiles are written together at the end */
     /* 8-bit tiles of 32 lanes on the AVX-512 path: int16 skew buffers (cspcodec3_avx512_16.c) */
-    /* simd: the AVX-512 kernels for VBMI/VBMI2 CPUs; bw: else the 8-bit kernel's variant for AVX-512
-     * F/BW/VL/DQ/CD (also where CSP_NO_VBMI asks for it) */
+    /* simd: the AVX-512 kernels for VBMI/VBMI2 CPUs; bw: else their variants for AVX-512 F/BW/VL/DQ/CD
+     * (also where CSP_NO_VBMI asks for them) */
     const int simd = !(flags & (CSP_NO_SIMD | CSP_NO_VBMI)) && csp_cpu_avx512();
     const int bw = !simd && !(flags & CSP_NO_SIMD) && csp_cpu_avx512bw();
     const int h16 = CSP_X86_AVX512 && (simd || bw) && bps == 1 && SC.L == V3_LANES;
@@ -470,7 +484,7 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
         /* the last plane of an 8-bit three-channel tile: its decoding is latency-bound, so bring the
          * output lines into the cache meanwhile (they are usually cold: a batch buffer) */
         if (h16 && nP == 3 && pl == 2) { D.pf = (uint8_t *)dst; D.pfn = h * w * 3; }
-        rc = v3_decode_plane(&D, simd);
+        rc = v3_decode_plane(&D, simd || bw);
         if (rc) goto done;
         if (nP == 1) { /* store channel pl */
             for (int64_t y = 0; y < h; y++) {

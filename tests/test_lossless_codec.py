@@ -114,9 +114,9 @@ wide_tile_args = st.tuples(
 @given(wide_tile_args, st.integers(0, 10**6), st.integers(0, 7))
 def test_simd_paths_equal_scalar_paths(args, where: int, bit: int) -> None:
     """The AVX-512 paths of the C codec give exactly what the portable scalar paths give: the encoders'
-    row kernels (bitstreams 1, 2 and 3: same bytes) and the decoder (planes of 32 lanes, W >= 64; for
-    8-bit tiles also its variant without VBMI/VBMI2), on intact streams and on damaged ones (the same
-    tile or all an error)."""
+    row kernels (bitstreams 1, 2 and 3: same bytes) and the decoder (planes of 32 lanes, W >= 64; also
+    its variants for CPUs without VBMI/VBMI2), on intact streams and on damaged ones (the same tile or
+    all an error)."""
     from csp.codecs.lossless import c_codec
 
     if not c_codec.SIMD:

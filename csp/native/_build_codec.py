@@ -45,7 +45,7 @@ def make_ffi(absolute: bool = False) -> FFI:
         '#include "cspcodec.h"',
         sources=[str(src)],
         depends=[str(src.with_name(f)) for f in ("cspcodec_enc.c", "cspcodec2.c", "cspcodec3.c", "cspcodec3_avx512.c",
-                                                   "cspcodec3_avx512_16.c",
+                                                   "cspcodec3_avx512_16.c", "cspcodec3_avx512_32.c",
                                                    "cspcodec_enc_avx512.c", "cspcodec_enc_avx512_16.c", "cspcodec.h")],
         include_dirs=[str(NATIVE if absolute else Path("native"))],
         extra_compile_args=["-O3", "-std=c99"] if sys.platform != "win32" else ["/O2"],

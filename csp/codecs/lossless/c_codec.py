@@ -18,8 +18,8 @@ __all__ = ["SIMD", "SIMD_BW", "decode", "decode_info", "encode"]
 #: True when this CPU runs the AVX-512 kernels (decoder of bitstream version 3 for planes at least 64
 #: samples wide; the encoder's model analysis): AVX-512 F/BW/VL/DQ/CD with VBMI and VBMI2
 SIMD = bool(lib.csp_simd_available())
-#: True when this CPU runs the version 3 decoder's AVX-512 kernel for 8-bit tiles in its variant without
-#: VBMI/VBMI2 (AVX-512 F/BW/VL/DQ/CD: Skylake-SP, Cascade Lake; used there instead of the scalar path)
+#: True when this CPU runs the version 3 decoder's AVX-512 kernels in their variants without VBMI/VBMI2
+#: (AVX-512 F/BW/VL/DQ/CD: Skylake-SP, Cascade Lake; used there instead of the scalar path)
 SIMD_BW = bool(lib.csp_simd_bw_available())
 
 _ERRORS = {
@@ -78,7 +78,7 @@ def decode(data: bytes | bytearray | memoryview | np.ndarray, out: np.ndarray | 
     """Decode a stream to its ``(H, W, C)`` tile, into ``out`` (C-contiguous, matching) if given.
 
     ``simd=False`` forces the portable scalar C path of bitstream version 3; ``simd="avx512bw"`` the
-    AVX-512 kernel variant that CPUs without VBMI/VBMI2 run (8-bit tiles; needs :data:`SIMD_BW`). By
+    AVX-512 kernel variants that CPUs without VBMI/VBMI2 run (needs :data:`SIMD_BW`). By
     default the best path this CPU has is used; all give the same result, which the tests check."""
     if simd == "avx512bw":
         if not SIMD_BW:
