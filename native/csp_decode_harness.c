@@ -2,7 +2,7 @@
  *
  * Usage: csp_decode_harness FILE...   decodes every file (corrupt ones must fail cleanly) and
  * round-trips small synthetic 8- and 16-bit images of several shapes through the encoders (bitstream
- * versions 1, 2 and 3). Exit status 0 unless a round trip fails.
+ * versions 1, 2 and 3) and every decoder path the CPU has. Exit status 0 unless a round trip fails.
  */
 #include "cspcodec.h"
 
@@ -24,7 +24,16 @@ static int roundtrip(int version, int bps, int64_t h, int64_t w, int64_t c) {
             if (bps == 1) img[i] = (uint8_t)x; else ((uint16_t *)img)[i] = (uint16_t)(x * 37u);
         }
         int64_t m = (version == 3 ? csp_encode3 : version == 2 ? csp_encode2 : csp_encode)(img, h, w, c, bps, buf, cap);
-        bad = m < 0 || csp_decode(buf, m, back, (int64_t)bytes) != 0 || memcmp(img, back, bytes) != 0;
+        bad = m < 0;
+        /* every decoder path this CPU has (once each): the best, AVX-512 without VBMI, AVX2, scalar */
+        const int avx512 = csp_simd_available(), bw = csp_simd_bw_available(), avx2 = csp_simd_avx2_available();
+        const int flags[4] = {0, CSP_NO_VBMI, CSP_NO_AVX512, CSP_NO_SIMD};
+        const int run[4] = {1, avx512 && bw, (avx512 || bw) && avx2, avx512 || bw || avx2};
+        for (int f = 0; !bad && f < 4; f++) {
+            if (!run[f]) continue;
+            memset(back, 0xA5, bytes);
+            bad = csp_decode_ex(buf, m, back, (int64_t)bytes, flags[f]) != 0 || memcmp(img, back, bytes) != 0;
+        }
     }
     free(img); free(back); free(buf);
     if (bad) fprintf(stderr, "round trip failed: version %d, %d bytes/sample, %lld x %lld x %lld\n", version, bps,

@@ -48,6 +48,9 @@ int csp_decode(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes);
 /* Flag of csp_decode_ex: decode version 3 with the AVX-512 kernel variants that need only AVX-512
  * F/BW/VL/DQ/CD (what CPUs without VBMI/VBMI2 run) even where VBMI is present (tests compare them). */
 #define CSP_NO_VBMI 2
+/* Flag of csp_decode_ex: decode version 3 with the AVX2 kernel (what CPUs without AVX-512 run) even where
+ * AVX-512 is present (tests compare it). */
+#define CSP_NO_AVX512 4
 
 /* csp_encode (version 1), csp_encode2 or csp_encode3 by version, with flags. */
 int64_t csp_encode_ex(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap,
@@ -61,5 +64,8 @@ int csp_simd_available(void);
 
 /* 1 when this CPU runs the AVX-512 F/BW variants of the version 3 decoder, else 0. */
 int csp_simd_bw_available(void);
+
+/* 1 when this CPU runs the AVX2 kernel of the version 3 decoder, else 0. */
+int csp_simd_avx2_available(void);
 
 #endif

@@ -205,6 +205,7 @@ typedef struct {
     const int16_t *X016;
     uint8_t *pf; int64_t pfn; /* output bytes to prefetch for writing while decoding (last plane), or 0 */
     int bw;                   /* the AVX-512 kernels' F/BW variants (else the VBMI ones) */
+    int avx2;                 /* the AVX2 kernel instead of the scalar path (CPUs without AVX-512) */
     const dtables_t *T;
     const luts_t *Lu;
     int kind, mode, ash, lsh;
@@ -376,6 +377,7 @@ static void v3_steps_scalar(v3dec_t *D, int64_t t0, int64_t t1) {
 #undef V3H_VBMI
 #undef V3H
 #undef V3H_TARGET
+#include "cspcodec3_avx2.c"
 #endif
 
 /* Decode one plane into D's skew buffers from step 0 to the end. */
@@ -387,7 +389,11 @@ static int v3_decode_plane(v3dec_t *D, int simd) {
         t = D->bw ? v3h_bw_run(D) : v3h_run(D);
         return D->err ? D->err : (t == D->tend ? CSP_OK : CSP_E_DATA);
     }
-    if (simd && D->L == V3_LANES) {
+    if (D->avx2 && D->L == V3_LANES) {
+        t = v3a_run(D);
+        if (D->err) return D->err;
+        v3_seek(D, t);
+    } else if (simd && D->L == V3_LANES) {
         t = (D->bw ? v3w_bw_run : v3w_run)(D, 0, D->tend); /* idle lanes (ramp-up, ramp-down) are masked */
         if (D->err) return D->err;
         v3_seek(D, t);
@@ -422,6 +428,13 @@ static int v3_output3(const int32_t *P0, int64_t SK, int64_t L, int64_t h, int64
 
 int csp_simd_available(void) { return csp_cpu_avx512(); }
 int csp_simd_bw_available(void) { return csp_cpu_avx512bw(); }
+int csp_simd_avx2_available(void) {
+#if CSP_X86_AVX512
+    return csp_cpu_avx2();
+#else
+    return 0;
+#endif
+}
 
 static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, int flags) {
     int64_t h, w, c, tl, wl; int bps, xform;
@@ -436,8 +449,12 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
     /* 8-bit tiles of 32 lanes on the AVX-512 path: int16 skew buffers (cspcodec3_avx512_16.c) */
     /* simd: the AVX-512 kernels for VBMI/VBMI2 CPUs; bw: else their variants for AVX-512 F/BW/VL/DQ/CD
      * (also where CSP_NO_VBMI asks for them) */
-    const int simd = !(flags & (CSP_NO_SIMD | CSP_NO_VBMI)) && csp_cpu_avx512();
-    const int bw = !simd && !(flags & CSP_NO_SIMD) && csp_cpu_avx512bw();
+    const int simd = !(flags & (CSP_NO_SIMD | CSP_NO_VBMI | CSP_NO_AVX512)) && csp_cpu_avx512();
+    const int bw = !simd && !(flags & (CSP_NO_SIMD | CSP_NO_AVX512)) && csp_cpu_avx512bw();
+    int avx2 = 0; /* else the AVX2 kernel (cspcodec3_avx2.c) */
+#if CSP_X86_AVX512
+    avx2 = !simd && !bw && !(flags & CSP_NO_SIMD) && csp_cpu_avx2();
+#endif
     const int h16 = CSP_X86_AVX512 && (simd || bw) && bps == 1 && SC.L == V3_LANES;
     const size_t esz = h16 ? sizeof(int16_t) : sizeof(int32_t);
     char *buf = (char *)csp_alloc64(esz * (size_t)(SK * (nP + 5))); /* rows of 64 or 128 bytes */
@@ -449,7 +466,7 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
     int64_t toff = 0;
     v3dec_t D;
     memset(&D, 0, sizeof D);
-    D.h = h; D.w = w; D.L = SC.L; D.tend = SC.tend; D.n = SC.n; D.T = T; D.Lu = &Lu; D.bw = bw;
+    D.h = h; D.w = w; D.L = SC.L; D.tend = SC.tend; D.n = SC.n; D.T = T; D.Lu = &Lu; D.bw = bw; D.avx2 = avx2;
     for (int k = 0; k < V3_LANES; k++) D.xs[k] = rd32(lanes + 4 * k);
     D.wp = lanes + 4 * V3_LANES; D.wend = D.wp + wl;
     /* the arrays of a plane: element offsets from buf (rows down to -pad) */

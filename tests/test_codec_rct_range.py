@@ -49,11 +49,11 @@ def test_reference_rejects_rct_out_of_range(forged: bytes) -> None:
         reference_v3.decode(forged)
 
 
-@pytest.mark.parametrize("simd", [True, False, "avx512bw"])
+@pytest.mark.parametrize("simd", [True, False, "avx512bw", "avx2"])
 def test_c_decoder_rejects_rct_out_of_range(forged: bytes, simd: bool | str) -> None:
     c_codec = pytest.importorskip("csp.codecs.lossless.c_codec")
-    if simd == "avx512bw" and not c_codec.SIMD_BW:
-        pytest.skip("this CPU has no AVX-512 F/BW")
+    if (simd == "avx512bw" and not c_codec.SIMD_BW) or (simd == "avx2" and not c_codec.SIMD_AVX2):
+        pytest.skip(f"this CPU cannot run the {simd} kernel")
     with pytest.raises(CodecError, match="range"):
         c_codec.decode(forged, simd=simd)
 

@@ -115,8 +115,8 @@ wide_tile_args = st.tuples(
 def test_simd_paths_equal_scalar_paths(args, where: int, bit: int) -> None:
     """The AVX-512 paths of the C codec give exactly what the portable scalar paths give: the encoders'
     row kernels (bitstreams 1, 2 and 3: same bytes) and the decoder (planes of 32 lanes, W >= 64; also
-    its variants for CPUs without VBMI/VBMI2), on intact streams and on damaged ones (the same tile or
-    all an error)."""
+    its variants for CPUs without VBMI/VBMI2 and its AVX2 kernel), on intact streams and on damaged ones
+    (the same tile or all an error)."""
     from csp.codecs.lossless import c_codec
 
     if not c_codec.SIMD:
@@ -127,7 +127,7 @@ def test_simd_paths_equal_scalar_paths(args, where: int, bit: int) -> None:
     assert c_codec.encode(tile, 3, simd=False) == data
     assert c_codec.encode(tile, 1, simd=False) == c_codec.encode(tile, 1)
     assert c_codec.encode(tile, 2, simd=False) == c_codec.encode(tile, 2)
-    paths: list[bool | str] = [True, False] + (["avx512bw"] if c_codec.SIMD_BW else [])
+    paths: list[bool | str] = [True, False] + (["avx512bw"] if c_codec.SIMD_BW else []) + (["avx2"] if c_codec.SIMD_AVX2 else [])
     for simd in paths:
         np.testing.assert_array_equal(c_codec.decode(data, simd=simd), tile)
     i = 40 + where % (len(data) - 40)

@@ -27,11 +27,13 @@ int64_t csp_encode3_bound(int64_t h, int64_t w, int64_t c, int bps);
 int64_t csp_encode3(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap);
 #define CSP_NO_SIMD 1
 #define CSP_NO_VBMI 2
+#define CSP_NO_AVX512 4
 int64_t csp_encode_ex(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap,
                       int version, int flags);
 int csp_decode_ex(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, int flags);
 int csp_simd_available(void);
 int csp_simd_bw_available(void);
+int csp_simd_avx2_available(void);
 """
 
 
@@ -46,6 +48,7 @@ def make_ffi(absolute: bool = False) -> FFI:
         sources=[str(src)],
         depends=[str(src.with_name(f)) for f in ("cspcodec_enc.c", "cspcodec2.c", "cspcodec3.c", "cspcodec3_avx512.c",
                                                    "cspcodec3_avx512_16.c", "cspcodec3_avx512_32.c",
+                                                   "cspcodec3_avx2.c",
                                                    "cspcodec_enc_avx512.c", "cspcodec_enc_avx512_16.c", "cspcodec.h")],
         include_dirs=[str(NATIVE if absolute else Path("native"))],
         extra_compile_args=["-O3", "-std=c99"] if sys.platform != "win32" else ["/O2"],

@@ -13,7 +13,7 @@ from csp.codecs.lossless.reference import check_tile
 from csp.errors import CodecError
 from csp.native._cspcodec import ffi, lib  # ImportError when the extension was not built
 
-__all__ = ["SIMD", "SIMD_BW", "decode", "decode_info", "encode"]
+__all__ = ["SIMD", "SIMD_AVX2", "SIMD_BW", "decode", "decode_info", "encode"]
 
 #: True when this CPU runs the AVX-512 kernels (decoder of bitstream version 3 for planes at least 64
 #: samples wide; the encoder's model analysis): AVX-512 F/BW/VL/DQ/CD with VBMI and VBMI2
@@ -21,6 +21,8 @@ SIMD = bool(lib.csp_simd_available())
 #: True when this CPU runs the version 3 decoder's AVX-512 kernels in their variants without VBMI/VBMI2
 #: (AVX-512 F/BW/VL/DQ/CD: Skylake-SP, Cascade Lake; used there instead of the scalar path)
 SIMD_BW = bool(lib.csp_simd_bw_available())
+#: True when this CPU runs the version 3 decoder's AVX2 kernel (used where AVX-512 is missing)
+SIMD_AVX2 = bool(lib.csp_simd_avx2_available())
 
 _ERRORS = {
     -1: "invalid argument",
@@ -78,12 +80,17 @@ def decode(data: bytes | bytearray | memoryview | np.ndarray, out: np.ndarray | 
     """Decode a stream to its ``(H, W, C)`` tile, into ``out`` (C-contiguous, matching) if given.
 
     ``simd=False`` forces the portable scalar C path of bitstream version 3; ``simd="avx512bw"`` the
-    AVX-512 kernel variants that CPUs without VBMI/VBMI2 run (needs :data:`SIMD_BW`). By
+    AVX-512 kernel variants that CPUs without VBMI/VBMI2 run (needs :data:`SIMD_BW`), ``simd="avx2"``
+    the kernel of CPUs without AVX-512 (needs :data:`SIMD_AVX2`). By
     default the best path this CPU has is used; all give the same result, which the tests check."""
     if simd == "avx512bw":
         if not SIMD_BW:
             raise CodecError(None, "csp codec (C): this CPU has no AVX-512 F/BW/VL/DQ/CD")
         flags = lib.CSP_NO_VBMI
+    elif simd == "avx2":
+        if not SIMD_AVX2:
+            raise CodecError(None, "csp codec (C): this CPU has no AVX2")
+        flags = lib.CSP_NO_AVX512
     elif simd is True or simd is False:
         flags = 0 if simd else lib.CSP_NO_SIMD
     else:
