@@ -521,6 +521,10 @@ static int csp_decode3(const uint8_t *src, int64_t n, void *dst, int64_t dst_byt
             rc = (bw ? v3h_bw_output3_u8 : v3h_output3_u8)((const int16_t *)buf + o0, SK, SC.n, SC.tend, w, xform, (uint8_t *)dst);
             goto done;
         }
+        if (avx2 && bps == 1 && SC.L == V3_LANES) {
+            rc = v3a_output3_u8((const int32_t *)buf + o0, SK, SC.n, SC.tend, w, xform, (uint8_t *)dst);
+            goto done;
+        }
 #endif
         rc = v3_output3((const int32_t *)buf + o0, SK, SC.L, h, w, xform, bps, dst);
         goto done;

@@ -221,3 +221,87 @@ V3A_TARGET static int64_t v3a_run(v3dec_t *D) {
         default: D->err = CSP_E_HEADER; return 0;
     }
 }
+
+/* In-place transpose of an 8 x 8 block of int32 (r[i] becomes column i). */
+V3A_TARGET static inline void v3a_transpose8(__m256i r[8]) {
+    __m256i t[8], u[8];
+    for (int i = 0; i < 8; i += 2) { t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]); t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]); }
+    for (int i = 0; i < 8; i += 4) { /* u[i + j]: columns j and j + 4 of rows i..i + 3 */
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]); u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]); u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm256_permute2x128_si256(u[j], u[j + 4], 0x20);
+        r[j + 4] = _mm256_permute2x128_si256(u[j], u[j + 4], 0x31);
+    }
+}
+
+/* v3_output3 for uint8 tiles of 32 lanes on the AVX2 path: per step row and group of 8 lanes, the
+ * inverse RCT on the three planes' vectors (checking the active lanes' range) and one pixel dword each
+ * (R | G << 8 | B << 16); blocks of 8 steps x 8 lanes are transposed, so that each vector holds 8
+ * consecutive samples of one lane, squeezed to 24 bytes and stored (runs cut by a row end or by the
+ * lane's first or last sample through a small buffer). The buffers must be readable up to step tend + 7. */
+V3A_TARGET static int v3a_output3_u8(const int32_t *P0, int64_t SK, const int64_t *n, int64_t tend, int64_t w, int xform,
+                                     uint8_t *dst) {
+    const __m256i SQ = _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1,
+                                        0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+    const __m256i JOIN = _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 3, 7), vmax = _mm256_set1_epi32(255);
+    const __m256i vk = _mm256_set1_epi32(xform ? xform - 1 : 0), m1 = _mm256_set1_epi32(-1);
+    __m256i over = _mm256_setzero_si256(); /* OR of the active lanes' RCT outputs */
+    for (int g = 0; g < 4; g++) {
+        int64_t x[8], r[8]; /* column and row index of each lane's sample at the block's first step */
+        int32_t k2[8], nw[8];
+        for (int i = 0; i < 8; i++) {
+            const int64_t k = 8 * g + i;
+            x[i] = -2 * k; r[i] = 0; k2[i] = (int32_t)(2 * k); nw[i] = (int32_t)(n[k] * w);
+        }
+        const __m256i K2 = _mm256_loadu_si256((const __m256i *)k2), NW = _mm256_loadu_si256((const __m256i *)nw);
+        for (int64_t tb = 0; tb < tend; tb += 8) {
+            __m256i px[8];
+            for (int j = 0; j < 8; j++) {
+                const int32_t *row = P0 + (tb + j) * V3_LANES + 8 * g;
+                __m256i rr = _mm256_loadu_si256((const __m256i *)row);
+                __m256i gg = _mm256_loadu_si256((const __m256i *)(row + SK));
+                __m256i bb = _mm256_loadu_si256((const __m256i *)(row + 2 * SK));
+                if (xform) {
+                    const __m256i q = _mm256_sub_epi32(_mm256_set1_epi32((int)(tb + j)), K2);
+                    const __m256i on = _mm256_and_si256(_mm256_cmpgt_epi32(q, m1), _mm256_cmpgt_epi32(NW, q));
+                    const __m256i U = gg, V = _mm256_add_epi32(bb, _mm256_srai_epi32(_mm256_mullo_epi32(vk, gg), 2));
+                    gg = _mm256_sub_epi32(rr, _mm256_srai_epi32(_mm256_add_epi32(U, V), 2));
+                    rr = _mm256_add_epi32(U, gg);
+                    bb = _mm256_add_epi32(V, gg);
+                    over = _mm256_or_si256(over, _mm256_and_si256(on, _mm256_or_si256(_mm256_or_si256(rr, gg), bb)));
+                }
+                px[j] = _mm256_or_si256(_mm256_and_si256(rr, vmax),
+                                        _mm256_or_si256(_mm256_slli_epi32(_mm256_and_si256(gg, vmax), 8),
+                                                        _mm256_slli_epi32(_mm256_and_si256(bb, vmax), 16)));
+            }
+            v3a_transpose8(px);
+            for (int i = 0; i < 8; i++) {
+                const int64_t k = 8 * g + i, x0 = x[i], r0 = r[i];
+                x[i] += 8;
+                if (x[i] >= w) { x[i] -= w; r[i]++; }
+                /* valid elements j: sample q = r0 * w + x0 + j in [0, n_k * w) */
+                const int64_t q = r0 * w + x0;
+                int64_t lo = q < 0 ? -q : 0, hi = n[k] * w - q;
+                if (hi > 8) hi = 8;
+                if (lo >= hi) continue;
+                const __m256i z = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(px[i], SQ), JOIN);
+                /* elements before the row end go to row y = k + 32 r0, the others to the lane's next row */
+                const int64_t jc = w - x0 < 8 ? w - x0 : 8, y = k + V3_LANES * r0;
+                uint8_t *base = dst + (y * w + x0) * 3;
+                if (lo == 0 && hi == 8 && jc == 8) {
+                    _mm_storeu_si128((__m128i *)base, _mm256_castsi256_si128(z));
+                    _mm_storel_epi64((__m128i *)(base + 16), _mm256_extracti128_si256(z, 1));
+                    continue;
+                }
+                uint8_t tmp[32];
+                _mm256_storeu_si256((__m256i *)tmp, z);
+                const int64_t b1 = hi < jc ? hi : jc, a2 = lo > jc ? lo : jc;
+                if (lo < b1) memcpy(base + 3 * lo, tmp + 3 * lo, (size_t)(3 * (b1 - lo)));
+                if (a2 < hi) memcpy(base + (V3_LANES * w - w) * 3 + 3 * a2, tmp + 3 * a2, (size_t)(3 * (hi - a2)));
+            }
+        }
+    }
+    return _mm256_testz_si256(over, _mm256_set1_epi32(~255)) ? CSP_OK : CSP_E_RANGE;
+}
