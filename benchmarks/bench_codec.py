@@ -13,7 +13,10 @@ Usage::
 
     python benchmarks/bench_codec.py [--slides DIR] [--repeat N] [--max-tiles N] [--out FILE.md] [--json FILE]
 
-CSP rows are given per bitstream version (``v1``, ``v2``, ``v3``) and implementation (C, Numba); ``--json``
+CSP rows are given per bitstream version (``v1``, ``v2``, ``v3``) and implementation (C, Numba). On a CPU
+with every AVX-512 extension the C decoder uses, three more ``csp v3 (C, ...)`` rows decode through the
+kernels that other CPUs run (AVX-512 without VBMI/VBMI2, AVX2, the portable scalar path), each with the
+encoder those CPUs run (the portable one, ``simd=False``). ``--json``
 writes the tables as ``{"description": str, "tables": {name: {"columns": [...], "rows": [...]}}}``
 (rendered by ``benchmarks/report.py``; the project keeps them in ``benchmarks/results/codec.json``).
 
@@ -81,6 +84,12 @@ def qptiff_tiles(slides: Path, limit: int) -> tuple[list[np.ndarray], int]:
 Codec = tuple[Callable[[np.ndarray], bytes], Callable[[bytes, np.ndarray | None], np.ndarray]]
 
 
+def _c_decode(data: bytes, out: np.ndarray | None, *, simd: bool | str) -> np.ndarray:
+    from csp.codecs.lossless import c_codec
+
+    return c_codec.decode(data, out, simd=simd)
+
+
 def codecs() -> dict[str, Codec]:
     """name -> (encode, decode(stream, out)); decode writes into ``out`` when it is given."""
     from csp.codecs import lossless
@@ -92,6 +101,14 @@ def codecs() -> dict[str, Codec]:
             if key in impls:
                 impl = impls[key]
                 out[f"csp v{version} ({label})"] = (functools.partial(impl.encode, version=version), impl.decode)
+    if "c" in impls:  # the C decoder's other kernels, as the CPUs that lack this one's instructions run them
+        c = impls["c"]
+        scalar_enc = functools.partial(c.encode, version=3, simd=False)  # their encoder: the portable one
+        paths = [("AVX-512 without VBMI", "avx512bw", getattr(c, "SIMD_BW", False)),
+                 ("AVX2", "avx2", getattr(c, "SIMD_AVX2", False)), ("scalar", False, True)]
+        for label, simd, available in paths:
+            if available and getattr(c, "SIMD", False):
+                out[f"csp v3 (C, {label})"] = (scalar_enc, functools.partial(_c_decode, simd=simd))
     out["JPEG XL e3"] = (lambda t: imagecodecs.jpegxl_encode(t, lossless=True, effort=3, numthreads=1),
                          lambda b, o: imagecodecs.jpegxl_decode(b, numthreads=1, out=o))
     out["JPEG-LS"] = (imagecodecs.jpegls_encode, lambda b, o: imagecodecs.jpegls_decode(b, out=o))
