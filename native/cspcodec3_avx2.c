@@ -74,9 +74,8 @@ V3A_TARGET CSP_INLINE int64_t v3a_kernel(v3dec_t *D, const int kind, const int m
     const int sel = kind >= PRED_SEL, sel3 = kind == PRED_SEL3;
     int32_t *const X[5] = {D->P, D->E, D->M, D->A, D->G};
     const int32_t *X0 = D->X0;
-    int32_t t_act0[64], t_act1[64], t_lvl[32];
-    for (int i = 0; i < 64; i++) { t_act0[i] = D->Lu->act0[i]; t_act1[i] = D->Lu->act1[i]; }
-    for (int i = 0; i < 32; i++) t_lvl[i] = D->Lu->lvl[i];
+    __m256i TA0[4]; /* the mode-0 context of activities 16 i .. 16 i + 15, in both 128-bit halves */
+    for (int i = 0; i < 4; i++) TA0[i] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(D->Lu->act0 + 16 * i)));
     const int *ent = (const int *)&D->T->ent[0][0];
     const __m256i zero = _mm256_setzero_si256(), one = _mm256_set1_epi32(1), vlo = _mm256_set1_epi32(D->lo);
     const __m256i vhi = _mm256_set1_epi32(D->hi), c16 = _mm256_set1_epi32(16);
@@ -149,11 +148,22 @@ V3A_TARGET CSP_INLINE int64_t v3a_kernel(v3dec_t *D, const int kind, const int m
                     p[q] = _mm256_blendv_epi8(p[q], pg[q], _mm256_cmpgt_epi32(_mm256_min_epi32(sm, sa), sg));
                 }
             }
+            /* the context without table gathers (slow on AMD's Zen 2/3): mode 0 by byte shuffles of the
+             * activity table (16 entries each), mode 1 as min(act, 4) * NLVL + bitlen(min(level, 16)) */
             __m256i ctx;
-            if (mode == 0) ctx = _mm256_i32gather_epi32(t_act0, act, 4);
-            else {
-                const __m256i lv = _mm256_min_epi32(_mm256_srl_epi32(_mm256_max_epi32(p[q], zero), sh_lvl), _mm256_set1_epi32(31));
-                ctx = _mm256_add_epi32(_mm256_i32gather_epi32(t_act1, act, 4), _mm256_i32gather_epi32(t_lvl, lv, 4));
+            if (mode == 0) {
+                const __m256i hi4 = _mm256_srli_epi32(act, 4); /* act < 64: which 16-entry table */
+                __m256i r = _mm256_shuffle_epi8(TA0[0], act);
+                r = _mm256_blendv_epi8(r, _mm256_shuffle_epi8(TA0[1], act), _mm256_cmpeq_epi32(hi4, one));
+                r = _mm256_blendv_epi8(r, _mm256_shuffle_epi8(TA0[2], act), _mm256_cmpeq_epi32(hi4, _mm256_set1_epi32(2)));
+                r = _mm256_blendv_epi8(r, _mm256_shuffle_epi8(TA0[3], act), _mm256_cmpeq_epi32(hi4, _mm256_set1_epi32(3)));
+                ctx = _mm256_and_si256(r, _mm256_set1_epi32(255));
+            } else {
+                const __m256i lv = _mm256_min_epi32(_mm256_srl_epi32(_mm256_max_epi32(p[q], zero), sh_lvl), c16);
+                const __m256i e = _mm256_srli_epi32(_mm256_castps_si256(_mm256_cvtepi32_ps(lv)), 23); /* 127 + bitlen - 1 */
+                const __m256i lc = _mm256_max_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(126)), zero);
+                const __m256i ac = _mm256_min_epu32(act, _mm256_set1_epi32(4));
+                ctx = _mm256_add_epi32(_mm256_mullo_epi32(ac, _mm256_set1_epi32(NLVL)), lc);
             }
             /* token: (ctx << 11) | (x & 2047) -> symbol | (slot - start) << 7 | freq << 19 */
             const __m256i idx = _mm256_or_si256(_mm256_slli_epi32(ctx, PROB_BITS), _mm256_and_si256(xs[q], _mm256_set1_epi32(TOTAL - 1)));
