@@ -470,3 +470,91 @@ def test_vectorised_backward_pass_matches_scalar_model(h: int, w: int) -> None:
     small = len(want) + 63  # the pass needs 64 free entries below its last word
     assert numba_v3._rans_backward(recs, h, w, xs0.astype(np.uint32), words[:small], small) == -1
     assert numba_v3._rans_backward(recs, h, w, xs0.astype(np.uint32), words[:small + 1], small + 1) == 64
+
+
+# ------------------------------------------------------------------------------ encoder model fast paths
+def test_joint_context_classes_give_both_modes_contexts() -> None:
+    """Each (activity, level) pair's joint class (mode-0 context, level class) maps to the pair's mode-0
+    and mode-1 contexts of the reference's tables, for every activity 0..255 and level 0..31: the
+    joint histogram folds into both modes' histograms exactly."""
+    from csp.codecs.lossless import numba_model as nm
+
+    jlut, map0, map1 = nm._joint_tables(nm._ACT0, nm._ACT1, nm._LVL)
+    acts, lvls = np.meshgrid(np.arange(256), np.arange(32), indexing="ij")
+    joint = jlut[acts * 32 + lvls] // reference.NTOK
+    assert joint.min() >= 0 and joint.max() < nm._NJ
+    np.testing.assert_array_equal(map0[joint], reference.ACT0_LUT[acts])
+    np.testing.assert_array_equal(map1[joint], reference.ACT1_LUT[acts] * (len(reference.LVL_THR) + 1)
+                                  + reference.LVL_LUT[lvls])
+    assert len(np.unique(joint)) == nm._NJ  # every class occurs: none of the folded rows is spurious
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_planes_filled_in_one_pass_equal_plane_by_plane(dtype: type, channels: int) -> None:
+    """_fill_planes (all planes in one pass over the pixels) writes _fill_plane's padded planes under every
+    colour transform, on extremes (0/max checkerboards, noise) of both sample widths."""
+    from csp.codecs.lossless import numba_model as nm
+
+    maxv = int(np.iinfo(dtype).max)
+    for pattern, shape in (("edges", (9, 13)), ("noise", (7, 5)), ("noise", (1, 1)), ("smooth", (4, 30))):
+        tile = _tile((*shape, channels), dtype, pattern, channels)
+        for xform in range(6 if channels == 3 else 1):
+            h, w = shape
+            P3 = np.full((channels, h + 1, w + 2), 7, np.int32)
+            nm._fill_planes(tile, xform, P3)
+            P = np.zeros((h + 1, w + 2), np.int32)
+            for pl in range(channels):
+                nm._fill_plane(tile, xform, pl, P)
+                np.testing.assert_array_equal(P3[pl], P, err_msg=f"{pattern} {xform} {pl}")
+                lo, hi = nm._plane_range(xform, pl, maxv)
+                assert lo <= P3[pl, 1:, 1:w + 1].min() and P3[pl, 1:, 1:w + 1].max() <= hi
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_plane_model_joint_bins_match_reference_contexts(dtype: type) -> None:
+    """The plane model's per-sample joint bins (joint class * NTOK + token) with its map of the chosen
+    mode give the reference model's tokens and contexts, its residual codes (or with raw=True their raw
+    bits, which the version-3 records take), and the v3 encoder its bytes, on every colour transform of
+    noisy, checkerboard and smooth tiles (the joint histogram path of both context modes)."""
+    from csp.codecs.lossless import numba_model as nm
+
+    maxv = int(np.iinfo(dtype).max)
+    jlut, map0, map1 = nm._joint_tables(nm._ACT0, nm._ACT1, nm._LVL)
+    modes = set()
+    for pattern, shape in (("noise", (12, 17)), ("edges", (10, 21)), ("smooth", (16, 24)), ("counts", (9, 9))):
+        tile = _tile((*shape, 3), dtype, pattern, 3)
+        h, w = shape
+        for xform in range(6):
+            planes = reference.forward_transform(tile, xform)
+            E = np.zeros((h + 1, w + 2), np.int32)
+            E0 = np.zeros((h + 1, w + 2), np.int32)
+            P3 = np.zeros((3, h + 1, w + 2), np.int32)
+            nm._fill_planes(tile, xform, P3)
+            cross = None
+            for pl in range(3):
+                lo, hi = nm._plane_range(xform, pl, maxv)
+                use_x = xform >= 1 and pl > 0
+                ref = reference.analyze_plane(planes[pl], lo, hi, maxv > 255, cross if use_x else None)
+                tok, jix = np.empty(h * w, np.uint8), np.empty(h * w, np.int16)
+                uu, cmap = np.empty(h * w, np.int32), np.empty(nm._NJ, np.int64)
+                freq = np.zeros((32, reference.NTOK), np.int64)
+                start = np.zeros((32, reference.NTOK), np.int64)
+                tbuf, desc = np.zeros(4096, np.uint8), np.zeros(5, np.int64)
+                u, t = ref.u.ravel().astype(np.int64), ref.tok.ravel().astype(np.int64)
+                nbits = np.where(t >= 16, (t - 16) // 4 + 2, 0)
+                for raw, want in ((False, u), (True, u & ((1 << nbits) - 1))):  # codes, or their raw bits
+                    tl = nm._plane_model(P3[pl], h, w, lo, hi, maxv > 255, jlut, map0, map1,
+                                         E0 if pl == 0 else E, E0, use_x, tok, jix, uu, tbuf, freq, start, desc,
+                                         cmap, raw)
+                    assert tuple(int(v) for v in desc[:4]) == (ref.kind, ref.mode, ref.ashift, ref.lshift)
+                    assert tbuf[:tl].tobytes() == ref.table_bytes
+                    np.testing.assert_array_equal(jix % reference.NTOK, t)
+                    np.testing.assert_array_equal(tok, t)
+                    np.testing.assert_array_equal(cmap[jix // reference.NTOK], ref.ctx.ravel())
+                    np.testing.assert_array_equal(uu, want)
+                modes.add(ref.mode)
+                if pl == 0:
+                    cross = ref.abs_e
+        assert numba_v3.encode(tile) == reference_v3.encode(tile)
+    assert modes == {0, 1}

@@ -189,25 +189,62 @@ def _fill_plane(src, xform, pl, P):
     row's last sample."""
     h, w = src.shape[0], src.shape[1]
     P[0, :] = 0
-    k = xform - 1
+    k = _I(xform - 1)
     for y in range(h):
         row = P[y + 1]
         s = src[y]
         if xform == 0:
             for x in range(w):
                 row[x + 1] = s[x, pl]
-        elif pl == 0:
+        elif pl == 0:  # int32 arithmetic (samples below 2**16)
             for x in range(w):
-                row[x + 1] = (np.int64(s[x, 0]) + 2 * np.int64(s[x, 1]) + np.int64(s[x, 2])) >> 2
+                row[x + 1] = _I(_I(_I(s[x, 0]) + _I(2 * _I(s[x, 1])) + _I(s[x, 2])) >> 2)
         elif pl == 1:
             for x in range(w):
-                row[x + 1] = np.int64(s[x, 0]) - np.int64(s[x, 1])
+                row[x + 1] = _I(_I(s[x, 0]) - _I(s[x, 1]))
         else:
             for x in range(w):
-                u = np.int64(s[x, 0]) - np.int64(s[x, 1])
-                row[x + 1] = (np.int64(s[x, 2]) - np.int64(s[x, 1])) - ((k * u) >> 2)
+                u = _I(_I(s[x, 0]) - _I(s[x, 1]))
+                row[x + 1] = _I(_I(_I(s[x, 2]) - _I(s[x, 1])) - _I(_I(k * u) >> 2))
         row[0] = P[y, 1]
         row[w + 1] = row[w]
+
+
+@nb.njit(**_JIT)
+def _fill_planes(src, xform, P3):
+    """All planes of src under colour transform xform into P3[pl] (padded as in _fill_plane), in one pass
+    over the pixels for 3 channels (one loop reads each pixel's three samples once; int32 arithmetic)."""
+    h, w, c = src.shape
+    if c != 3:
+        for pl in range(c):
+            _fill_plane(src, xform, pl, P3[pl])
+        return
+    k = _I(xform - 1)
+    for pl in range(3):
+        P3[pl, 0, :] = 0
+    for y in range(h):
+        s = src[y]
+        r0 = P3[0, y + 1]
+        r1 = P3[1, y + 1]
+        r2 = P3[2, y + 1]
+        if xform == 0:
+            for x in range(w):
+                r0[x + 1] = s[x, 0]
+                r1[x + 1] = s[x, 1]
+                r2[x + 1] = s[x, 2]
+        else:
+            for x in range(w):
+                rr = _I(s[x, 0])
+                gg = _I(s[x, 1])
+                bb = _I(s[x, 2])
+                u = _I(rr - gg)
+                r0[x + 1] = _I(_I(rr + _I(2 * gg) + bb) >> 2)
+                r1[x + 1] = u
+                r2[x + 1] = _I(_I(bb - gg) - _I(_I(k * u) >> 2))
+        for pl in range(3):
+            row = P3[pl, y + 1]
+            row[0] = P3[pl, y, 1]
+            row[w + 1] = row[w]
 
 
 @nb.njit(**_JIT)
@@ -318,9 +355,9 @@ def _choose_xform(src, P, maxv):
 @nb.njit(inline="always", **_JIT)
 def _errors_row(cur, up, n, lo, hi, em, ea, eg, pm, pa, pg):
     """MED, AVG4 and GRAD predictions and errors of n samples of a row (padded views starting one
-    sample left of the first; pm/pa/pg unpadded), plus AVG2's errors; returns the int32 sums of |e| and
-    of bit_length(|e|) of MED, AVG4 and AVG2. Loops from 0, so that Numba's indices are non-negative."""
-    r0 = r1 = r2 = q0 = q1 = q2 = _I(0)
+    sample left of the first; pm/pa/pg unpadded), plus AVG2's errors; returns the int32 sums of
+    bit_length(|e|) of MED, AVG4 and AVG2. Loops from 0, so that Numba's indices are non-negative."""
+    q0 = q1 = q2 = _I(0)
     for x in range(n):
         a = _I(cur[x])
         b = _I(up[x + 1])
@@ -339,20 +376,17 @@ def _errors_row(cur, up, n, lo, hi, em, ea, eg, pm, pa, pg):
         pm[x] = m
         pa[x] = q
         pg[x] = g
-        r0 = _I(r0 + e0)
-        r1 = _I(r1 + e1)
-        r2 = _I(r2 + e2)
         q0 = _I(q0 + _blen32(e0))
         q1 = _I(q1 + _blen32(e1))
         q2 = _I(q2 + _blen32(e2))
-    return r0, r1, r2, q0, q1, q2
+    return q0, q1, q2
 
 
 @nb.njit(inline="always", **_JIT)
 def _select_row(cur, n, em, emu, ea, eau, eg, egu, pm, pa, pg, p3r, p4r):
     """SEL and SEL3 predictions of n samples of a row (views as in _errors_row) from the errors of
-    _errors_row; returns the int32 sums of |e| and of bit_length(|e|) of SEL and SEL3."""
-    r3 = r4 = q3 = q4 = _I(0)
+    _errors_row; returns the int32 sums of bit_length(|e|) of SEL and SEL3."""
+    q3 = q4 = _I(0)
     for x in range(n):
         sm = _I(_I(2 * em[x]) + _I(2 * emu[x + 1]) + emu[x] + emu[x + 2])
         sa = _I(_I(2 * ea[x]) + _I(2 * eau[x + 1]) + eau[x] + eau[x + 2])
@@ -364,21 +398,20 @@ def _select_row(cur, n, em, emu, ea, eau, eg, egu, pm, pa, pg, p3r, p4r):
         v = _I(cur[x + 1])
         e3 = _I(abs(_I(v - p3)))
         e4 = _I(abs(_I(v - p4)))
-        r3 = _I(r3 + e3)
-        r4 = _I(r4 + e4)
         q3 = _I(q3 + _blen32(e3))
         q4 = _I(q4 + _blen32(e4))
-    return r3, r4, q3, q4
+    return q3, q4
 
 
 @nb.njit(**_JIT)
-def _predictor_errors(P, h, w, lo, hi, EM, EA, EG, sads, costs, PS):
-    """Absolute-error sums and bit-length costs of every predictor over the plane; fills EM/EA/EG
-    (|x - MED|, |x - AVG4|, |x - GRAD|, zero padded, int32) and PS[0], PS[1] (the SEL and SEL3
-    predictions, H x W int32). Per row, a first loop computes MED/AVG4/GRAD/AVG2 and their errors, a
-    second one the SEL/SEL3 choices (which read the row's errors to the left). Both keep their sums in
-    int32 (so that they vectorise 32-bit wide); rows wider than _CHUNK columns (|e| < 2**18: no
-    overflow per chunk) are summed chunk by chunk, through array views."""
+def _predictor_errors(P, h, w, lo, hi, EM, EA, EG, costs, PS):
+    """Bit-length costs (sums of bit_length(|e|)) of every predictor over the plane; uses EM/EA/EG (rows
+    y & 1: |x - MED|, |x - AVG4|, |x - GRAD| of the current row and of the row above, zero padded,
+    int32) and fills PS[0], PS[1] (the SEL and SEL3 predictions, H x W int32). Per row, a first loop
+    computes MED/AVG4/GRAD/AVG2 and their errors, a second one the SEL/SEL3 choices (which read the
+    row's errors to the left). Both keep their sums in int32 (so that they vectorise 32-bit wide); rows
+    wider than _CHUNK columns are summed chunk by chunk, through array views. (The sums of |e| only
+    matter for 16-bit tiles' shifts, for the chosen predictor: see _predictor_sad.)"""
     lo = _I(lo)
     hi = _I(hi)
     EM[0, :] = 0
@@ -387,13 +420,12 @@ def _predictor_errors(P, h, w, lo, hi, EM, EA, EG, sads, costs, PS):
     pm = np.empty(w, np.int32)
     pa = np.empty(w, np.int32)
     pg = np.empty(w, np.int32)
-    s0 = s1 = s2 = s3 = s4 = 0
     c0 = c1 = c2 = c3 = c4 = 0
     for y in range(h):
         cur = P[y + 1]
-        em = EM[y + 1]
-        ea = EA[y + 1]
-        eg = EG[y + 1]
+        em = EM[(y + 1) & 1]
+        ea = EA[(y + 1) & 1]
+        eg = EG[(y + 1) & 1]
         em[0] = 0
         ea[0] = 0
         eg[0] = 0
@@ -403,43 +435,50 @@ def _predictor_errors(P, h, w, lo, hi, EM, EA, EG, sads, costs, PS):
         up = P[y]
         for x0 in range(0, w, _CHUNK):
             if w <= _CHUNK:  # the whole row (contiguous arrays: vectorised)
-                r0, r1, r2, q0, q1, q2 = _errors_row(cur, up, w, lo, hi, em, ea, eg, pm, pa, pg)
+                q0, q1, q2 = _errors_row(cur, up, w, lo, hi, em, ea, eg, pm, pa, pg)
             else:
                 n = min(w - x0, _CHUNK)
-                r0, r1, r2, q0, q1, q2 = _errors_row(cur[x0:], up[x0:], n, lo, hi, em[x0:], ea[x0:], eg[x0:],
-                                                     pm[x0:], pa[x0:], pg[x0:])
-            s0 += r0
-            s1 += r1
-            s2 += r2
+                q0, q1, q2 = _errors_row(cur[x0:], up[x0:], n, lo, hi, em[x0:], ea[x0:], eg[x0:], pm[x0:], pa[x0:],
+                                         pg[x0:])
             c0 += q0
             c1 += q1
             c2 += q2
-        emu = EM[y]
-        eau = EA[y]
-        egu = EG[y]
+        emu = EM[y & 1]
+        eau = EA[y & 1]
+        egu = EG[y & 1]
         p3r = PS[0, y]
         p4r = PS[1, y]
         for x0 in range(0, w, _CHUNK):
             if w <= _CHUNK:
-                r3, r4, q3, q4 = _select_row(cur, w, em, emu, ea, eau, eg, egu, pm, pa, pg, p3r, p4r)
+                q3, q4 = _select_row(cur, w, em, emu, ea, eau, eg, egu, pm, pa, pg, p3r, p4r)
             else:
                 n = min(w - x0, _CHUNK)
-                r3, r4, q3, q4 = _select_row(cur[x0:], n, em[x0:], emu[x0:], ea[x0:], eau[x0:], eg[x0:],
-                                             egu[x0:], pm[x0:], pa[x0:], pg[x0:], p3r[x0:], p4r[x0:])
-            s3 += r3
-            s4 += r4
+                q3, q4 = _select_row(cur[x0:], n, em[x0:], emu[x0:], ea[x0:], eau[x0:], eg[x0:], egu[x0:], pm[x0:],
+                                     pa[x0:], pg[x0:], p3r[x0:], p4r[x0:])
             c3 += q3
             c4 += q4
-    sads[0] = s0
-    sads[1] = s1
-    sads[2] = s2
-    sads[3] = s3
-    sads[4] = s4
     costs[0] = c0
     costs[1] = c1
     costs[2] = c2
     costs[3] = c3
     costs[4] = c4
+
+
+@nb.njit(**_JIT)
+def _predictor_sad(P, h, w, lo, hi, kind, PS, pbuf):
+    """Sum of |e| of predictor ``kind`` over the plane (SEL/SEL3 from PS, the others predicted row by row
+    into pbuf)."""
+    s = 0
+    for y in range(h):
+        cur = P[y + 1]
+        if kind >= 3:
+            pr = PS[kind - 3, y]
+        else:
+            _prediction_row(kind, cur, P[y], w, lo, hi, pbuf)
+            pr = pbuf
+        for x in range(w):
+            s += abs(np.int64(cur[x + 1]) - np.int64(pr[x]))
+    return s
 
 
 @nb.njit(**_JIT)
@@ -458,6 +497,22 @@ def _prediction_row(kind, cur, up, w, lo, hi, pr):
     else:
         for x in range(w):
             pr[x] = _I(min(max(_I(_I(_I(cur[x]) + _I(up[x + 1]) + 1) >> 1), lo), hi))
+
+
+@nb.njit(**_JIT)
+def _residual_row(cur, pr, w, er, tr, ur, raw):
+    """Residuals of one row: |e| into the padded row er, tokens into tr and into ur the zigzag codes u, or
+    if raw their raw bits (the low bit_length(u) - 3 bits, below the three bits the token carries; none
+    for tokens below 16). int32 arithmetic: |e| < 2**19."""
+    for x in range(w):
+        e = _I(_I(cur[x + 1]) - _I(pr[x]))
+        er[x + 1] = _I(abs(e))
+        u = _I(_I(e << 1) ^ _I(e >> 31))
+        nn = _I(_blen32(u) - 1)
+        t = _I(_I(4 * nn) + _I(_I(u >> _I(max(_I(nn - 2), _I(0)))) & 3))
+        tr[x] = u if u < 16 else t
+        rb = _I(u & _I(_I(_I(1) << _I(max(_I(nn - 2), _I(0)))) - 1)) if u >= 16 else _I(0)
+        ur[x] = rb if raw else u
 
 
 @nb.njit(**_JIT)
@@ -537,47 +592,86 @@ def _write_freqs(tbuf, bst, row, wts, f, freq, start):
 
 
 # ----------------------------------------------------------------------------- plane model
+_NLVL = len(LVL_THR) + 1  #: level classes
+_NJ = _NCTX0 * _NLVL  #: joint classes (mode-0 context, level class): each fixes both modes' contexts
+_HJ = _NJ * NTOK  #: bins of the joint histogram
+
+
+@nb.njit(inline="always", **_JIT)
+def _count1(jlut, ci, tr, jr, x, hj, off):
+    k = _I(jlut[ci[x]] + _I(tr[x]))
+    jr[x] = k
+    hj[off + k] += 1
+
+
 @nb.njit(**_JIT)
-def _analyze_plane(P, h, w, lo, hi, is16, act0, act1, lvlt, E, X, use_x, tok, ctx, uu, tbuf, freq, start,
-                   desc):
+def _count_row(jlut, ci, tr, jr, w, hj):
+    """Joint bins of one row (jr: joint class * NTOK + token; the class from jlut at the activity-level
+    indices ci, the token from tr) and their counts in the four copies of hj (column x goes to copy
+    x % 4, which cuts the chains of dependent increments when neighbours fall in the same bin)."""
+    x = 0
+    while x + 4 <= w:
+        _count1(jlut, ci, tr, jr, x, hj, 0)
+        _count1(jlut, ci, tr, jr, x + 1, hj, _HJ)
+        _count1(jlut, ci, tr, jr, x + 2, hj, 2 * _HJ)
+        _count1(jlut, ci, tr, jr, x + 3, hj, 3 * _HJ)
+        x += 4
+    while x < w:
+        _count1(jlut, ci, tr, jr, x, hj, 0)
+        x += 1
+
+
+@nb.njit(**_JIT)
+def _joint_tables(act0, act1, lvlt):
+    """(jlut, map0, map1) of the context tables act0/act1/lvlt: jlut[act * 32 + lvl] = joint class * NTOK
+    of (activity, level); map0/map1[joint class] = its mode-0/mode-1 context (the mode-1 activity classes
+    merge mode-0 contexts, so each joint class has one context in each mode)."""
+    jlut = np.empty(256 * 32, np.int32)
+    map0 = np.zeros(_NJ, np.int64)
+    map1 = np.zeros(_NJ, np.int64)
+    for a in range(256):
+        for lv in range(32):
+            j = act0[a] * _NLVL + lvlt[lv]
+            jlut[a * 32 + lv] = j * NTOK
+            map0[j] = act0[a]
+            map1[j] = act1[a] + lvlt[lv]
+    return jlut, map0, map1
+
+
+@nb.njit(**_JIT)
+def _plane_model(P, h, w, lo, hi, is16, jlut, map0, map1, E, X, use_x, tok, jix, uu, tbuf, freq, start,
+                 desc, cmap, raw):
     """The model of a plane (all versions that use version 1's model): predictor, shifts, tokens,
     contexts and context mode; writes the frequency tables (bit stream, zero padded) into tbuf.
 
-    Fills tok/ctx/uu (raster order: token, context of the chosen mode, zigzag residual), freq/start
-    (normalised table of each context), E (|e|, padded; X is the cross-plane |e| if use_x) and
-    desc[0:5] = kind, mode, ashift, lshift, table bytes. Returns the table bytes (-1 if tbuf is too small).
-    P, E and X may be of any signed integer dtype wide enough for the plane's values.
+    jlut, map0 and map1 are the context tables of :func:`_joint_tables`. Fills tok/jix/uu (raster order:
+    token, joint bin = joint class * NTOK + token, zigzag residual u or if raw its raw bits, see
+    _residual_row), cmap (context of each joint class in the chosen mode), freq/start (normalised table
+    of each context), E (|e|, padded; X is the cross-plane |e| if use_x) and desc[0:5] = kind, mode,
+    ashift, lshift, table bytes. Returns the table bytes (-1 if tbuf is too small). P, E and X may be of
+    any signed integer dtype wide enough for the plane's values. The samples are counted once, in a
+    joint (class, token) histogram that folds into both modes' histograms.
     """
-    sads = np.zeros(5, np.int64)
     costs = np.zeros(5, np.int64)
-    EM = np.empty((h + 1, w + 2), np.int32)
-    EA = np.empty((h + 1, w + 2), np.int32)
-    EG = np.empty((h + 1, w + 2), np.int32)
+    EM = np.empty((2, w + 2), np.int32)
+    EA = np.empty((2, w + 2), np.int32)
+    EG = np.empty((2, w + 2), np.int32)
     PS = np.empty((2, h, w), np.int32)
-    _predictor_errors(P, h, w, lo, hi, EM, EA, EG, sads, costs, PS)
+    _predictor_errors(P, h, w, lo, hi, EM, EA, EG, costs, PS)
     kind = 0
     for k in range(1, 5):
         if costs[k] < costs[kind]:
             kind = k
     ashift = 0
     lshift = 0
+    pbuf = np.empty(w, np.int32)
     if is16:
         asum, cnt = _abs_sum(P, h, w)
-        ashift = max(0, _bitlen(sads[kind] // cnt) - 3)
+        ashift = max(0, _bitlen(_predictor_sad(P, h, w, lo, hi, kind, PS, pbuf) // cnt) - 3)
         lshift = max(0, _bitlen(asum // cnt) - 5)
     ash = 1 + ashift
     xmul = _I(2 if use_x else 0)
-    n = h * w
-    ctx0 = np.empty(n, np.uint8)
-    ctx1 = np.empty(n, np.uint8)
-    # both contexts of (activity, level): clut[act * 32 + lvl] = mode-0 context | mode-1 context << 8
-    clut = np.empty(256 * 32, np.int32)
-    for a in range(256):
-        for lv in range(32):
-            clut[a * 32 + lv] = act0[a] | ((act1[a] + lvlt[lv]) << 8)
-    hist0f = np.zeros(_NCTX0 * NTOK, np.int32)
-    hist1f = np.zeros(_NCTX1 * NTOK, np.int32)
-    pbuf = np.empty(w, np.int32)
+    hj = np.zeros(4 * _HJ, np.int32)
     ci = np.empty(w, np.int32)
     E[0, :] = 0
     for y in range(h):
@@ -592,14 +686,7 @@ def _analyze_plane(P, h, w, lo, hi, is16, act0, act1, lvlt, E, X, use_x, tok, ct
         er[0] = 0
         er[w + 1] = 0
         base = y * w
-        for x in range(w):  # residuals, zigzag, tokens
-            e = np.int64(cur[x + 1]) - np.int64(pr[x])
-            er[x + 1] = abs(e)
-            u = (e << 1) ^ (e >> 63)
-            nn = _blen(u) - 1
-            t = 16 + (nn - 4) * 4 + ((u >> max(nn - 2, 0)) & 3)
-            tok[base + x] = u if u < 16 else t
-            uu[base + x] = u
+        _residual_row(cur, pr, w, er, tok[base:base + w], uu[base:base + w], raw)
         eu = E[y]
         xr = X[y + 1]
         for x in range(w):  # activity and level (no table look-ups: they vectorise badly)
@@ -611,21 +698,21 @@ def _analyze_plane(P, h, w, lo, hi, is16, act0, act1, lvlt, E, X, use_x, tok, ct
                      + _I(eu[x + 2]) + _I(2 * _I(er[x])) + _I(xmul * _I(xr[x + 1])))
             act = _I(min(_I(act >> ash), 255))
             ci[x] = _I(act * 32) + _I(max(min(_I(pr[x] >> lshift), 31), 0))
-        for x in range(w):  # contexts and histograms (scalar)
-            r = clut[ci[x]]
-            k0 = r & 0xFF
-            k1 = r >> 8
-            t = np.int64(tok[base + x])
-            ctx0[base + x] = k0
-            ctx1[base + x] = k1
-            hist0f[k0 * NTOK + t] += 1
-            hist1f[k1 * NTOK + t] += 1
-    hist0 = hist0f.reshape((_NCTX0, NTOK))
-    hist1 = hist1f.reshape((_NCTX1, NTOK))
+        _count_row(jlut, ci, tok[base:base + w], jix[base:base + w], w, hj)
+    hist0 = np.zeros((_NCTX0, NTOK), np.int64)
+    hist1 = np.zeros((_NCTX1, NTOK), np.int64)
+    for j in range(_NJ):
+        k0 = map0[j]
+        k1 = map1[j]
+        for t in range(NTOK):
+            i = j * NTOK + t
+            v = hj[i] + hj[_HJ + i] + hj[2 * _HJ + i] + hj[3 * _HJ + i]
+            hist0[k0, t] += v
+            hist1[k1, t] += v
     mode = 1 if _hist_cost(hist1, _NCTX1) < _hist_cost(hist0, _NCTX0) else 0
     nctx = _NCTX1 if mode else _NCTX0
     hist = hist1 if mode else hist0
-    ctx[:] = ctx1 if mode else ctx0
+    cmap[:_NJ] = map1 if mode else map0
     bst = np.zeros(4, np.int64)
     wts = np.zeros(NTOK, np.int64)
     f = np.zeros(NTOK, np.int64)
@@ -640,4 +727,19 @@ def _analyze_plane(P, h, w, lo, hi, is16, act0, act1, lvlt, E, X, use_x, tok, ct
     desc[2] = ashift
     desc[3] = lshift
     desc[4] = tl
+    return tl
+
+
+@nb.njit(**_JIT)
+def _analyze_plane(P, h, w, lo, hi, is16, act0, act1, lvlt, E, X, use_x, tok, ctx, uu, tbuf, freq, start,
+                   desc):
+    """:func:`_plane_model` with each sample's context (of the chosen mode) in ctx (raster order) instead
+    of its joint bin. Returns the table bytes (-1 if tbuf is too small)."""
+    jix = np.empty(h * w, np.int16)
+    cmap = np.empty(_NJ, np.int64)
+    jlut, map0, map1 = _joint_tables(act0, act1, lvlt)
+    tl = _plane_model(P, h, w, lo, hi, is16, jlut, map0, map1, E, X, use_x, tok, jix, uu, tbuf, freq, start,
+                      desc, cmap, False)
+    for i in range(h * w):
+        ctx[i] = cmap[jix[i] // NTOK]
     return tl

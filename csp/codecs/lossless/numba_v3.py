@@ -4,7 +4,7 @@ Version 3 keeps version 1's whole model (colour transform, predictors, tokens, c
 changes only the layout and the order of the symbols: per plane, ``L = min(32, max(1, W div 2))``
 wavefront lanes (lane ``k`` codes the rows ``k, k + L, ...``, two samples behind lane ``k - 1``), one
 shared stream of 16-bit words for 32 rANS states, and the raw bits of each token folded into its
-lane's rANS state. The encoder reuses version 1's Numba model (:func:`.numba_model._analyze_plane`), so
+lane's rANS state. The encoder reuses version 1's Numba model (:func:`.numba_model._plane_model`), so
 it takes exactly version 1's decisions, then packs each sample's rANS record (raster order) and runs the
 backward pass step by step over the lanes, each step one small LLVM intrinsic on 32-lane vectors
 (:func:`_rans_step`: a masked gather of the lanes' records, branch-free flush masks, masked
@@ -33,11 +33,10 @@ from csp.codecs.lossless.numba_codec import (
     _LVL,
     _MAX_CTX,
     _MESSAGES,
-    _analyze_plane,
     _choose_xform,
-    _fill_plane,
     _plane_range,
 )
+from csp.codecs.lossless.numba_model import _NJ, _fill_plane, _fill_planes, _joint_tables, _plane_model
 from csp.codecs.lossless.numba_v2 import _TOK_NB
 from csp.codecs.lossless.numba_v3_decode import decode as _decode
 from csp.codecs.lossless.numba_v3_decode import lane_count
@@ -73,16 +72,18 @@ def _lane_ends(h, w, nl):
 
 # ----------------------------------------------------------------------------- encoder
 @nb.njit(**_JIT)
-def _plane_records(tok, ctx, uu, freq, start, tnb, recs):
+def _plane_records(jix, cmap, ub, freq, start, tnb, recs):
     """rANS record of every sample of a plane (raster order): ``freq | start << 12 | raw-bit count << 24
-    | raw bits << 32`` of its token in its context."""
-    fs = np.empty(_MAX_CTX * NTOK, np.int64)
-    for k in range(_MAX_CTX):
+    | raw bits << 32`` of its token in its context (jix: joint bins, cmap: the context of each joint
+    class, ub: raw bits, see :func:`.numba_model._plane_model`)."""
+    fs = np.empty(_NJ * NTOK, np.int64)
+    for j in range(_NJ):
+        k = cmap[j]
         for s in range(NTOK):
-            fs[k * NTOK + s] = freq[k, s] | (start[k, s] << 12) | (tnb[s] << 24)
-    for i in range(tok.size):
-        r = fs[np.int64(ctx[i]) * NTOK + np.int64(tok[i])]
-        recs[i] = r | ((uu[i] & ((np.int64(1) << (r >> 24)) - 1)) << 32)
+            fs[j * NTOK + s] = freq[k, s] | (start[k, s] << 12) | (tnb[s] << 24)
+    for i in range(jix.size):
+        r = fs[jix[i]]
+        recs[i] = r | (np.int64(ub[i]) << 32)
 
 
 def _is_lanes32(a) -> bool:  # pragma: no cover - used at compile time
@@ -234,26 +235,36 @@ def _encode_kernel(src, maxv, act0, act1, lvlt, tnb, descs, tbuf, words, states)
     buffer is too small."""
     h, w, c = src.shape
     n = h * w
-    P = np.zeros((h + 1, w + 2), np.int32)
-    xform = _choose_xform(src, P, maxv)
+    xform = _choose_xform(src, None, maxv)
+    # RGB: the three planes filled in one pass over the pixels; other channel counts (multiplex: maybe
+    # dozens) one plane at a time, so that memory does not grow with C
+    P3 = np.zeros((c if c == 3 else 1, h + 1, w + 2), np.int32)
     E = np.zeros((h + 1, w + 2), np.int32)
     E0 = np.zeros((h + 1, w + 2), np.int32)
     tok = np.empty(n, np.uint8)
-    ctx = np.empty(n, np.uint8)
-    uu = np.empty(n, np.int64)
+    jix = np.empty(n, np.int16)
+    cmap = np.empty(_NJ, np.int64)
+    uu = np.empty(n, np.int32)
     freq = np.zeros((_MAX_CTX, NTOK), np.int64)
     start = np.zeros((_MAX_CTX, NTOK), np.int64)
     recs = np.empty((c, n), np.int64)
+    jlut, map0, map1 = _joint_tables(act0, act1, lvlt)
     tpos = 0
+    if c == 3:
+        _fill_planes(src, xform, P3)
     for pl in range(c):
-        _fill_plane(src, xform, pl, P)
+        if c == 3:
+            P = P3[pl]
+        else:
+            P = P3[0]
+            _fill_plane(src, xform, pl, P)
         lo, hi = _plane_range(xform, pl, maxv)
-        tl = _analyze_plane(P, h, w, lo, hi, maxv > 255, act0, act1, lvlt, E0 if pl == 0 else E, E0,
-                            xform >= 1 and pl > 0, tok, ctx, uu, tbuf[tpos:], freq, start, descs[pl])
+        tl = _plane_model(P, h, w, lo, hi, maxv > 255, jlut, map0, map1, E0 if pl == 0 else E, E0,
+                          xform >= 1 and pl > 0, tok, jix, uu, tbuf[tpos:], freq, start, descs[pl], cmap, True)
         if tl < 0:
             return -1, 0, xform
         tpos += tl
-        _plane_records(tok, ctx, uu, freq, start, tnb, recs[pl])
+        _plane_records(jix, cmap, uu, freq, start, tnb, recs[pl])
     xs = np.full(LANES, RANS_L, np.uint32)
     wp = words.size
     for pl in range(c - 1, -1, -1):
