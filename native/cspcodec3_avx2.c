@@ -288,28 +288,20 @@ V3A_TARGET static int v3a_output3_u8(const int32_t *P0, int64_t SK, const int64_
             }
             v3a_transpose8(px);
             for (int i = 0; i < 8; i++) {
-                const int64_t k = 8 * g + i, x0 = x[i], r0 = r[i];
-                x[i] += 8;
-                if (x[i] >= w) { x[i] -= w; r[i]++; }
-                /* valid elements j: sample q = r0 * w + x0 + j in [0, n_k * w) */
-                const int64_t q = r0 * w + x0;
-                int64_t lo = q < 0 ? -q : 0, hi = n[k] * w - q;
-                if (hi > 8) hi = 8;
-                if (lo >= hi) continue;
+                v3run_t R;
+                if (!v3_lane_run(&x[i], &r[i], 8 * g + i, 8, w, n, &R)) continue;
                 const __m256i z = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(px[i], SQ), JOIN);
-                /* elements before the row end go to row y = k + 32 r0, the others to the lane's next row */
-                const int64_t jc = w - x0 < 8 ? w - x0 : 8, y = k + V3_LANES * r0;
-                uint8_t *base = dst + (y * w + x0) * 3;
-                if (lo == 0 && hi == 8 && jc == 8) {
+                uint8_t *base = dst + (R.y * w + R.x0) * 3;
+                if (R.lo == 0 && R.hi == 8 && R.jc == 8) { /* 8 pixels of one row: 24 bytes */
                     _mm_storeu_si128((__m128i *)base, _mm256_castsi256_si128(z));
                     _mm_storel_epi64((__m128i *)(base + 16), _mm256_extracti128_si256(z, 1));
                     continue;
                 }
                 uint8_t tmp[32];
                 _mm256_storeu_si256((__m256i *)tmp, z);
-                const int64_t b1 = hi < jc ? hi : jc, a2 = lo > jc ? lo : jc;
-                if (lo < b1) memcpy(base + 3 * lo, tmp + 3 * lo, (size_t)(3 * (b1 - lo)));
-                if (a2 < hi) memcpy(base + (V3_LANES * w - w) * 3 + 3 * a2, tmp + 3 * a2, (size_t)(3 * (hi - a2)));
+                const int64_t b1 = R.hi < R.jc ? R.hi : R.jc, a2 = R.lo > R.jc ? R.lo : R.jc;
+                if (R.lo < b1) memcpy(base + 3 * R.lo, tmp + 3 * R.lo, (size_t)(3 * (b1 - R.lo)));
+                if (a2 < R.hi) memcpy(base + (V3_LANES * w - w) * 3 + 3 * a2, tmp + 3 * a2, (size_t)(3 * (R.hi - a2)));
             }
         }
     }

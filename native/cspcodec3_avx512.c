@@ -36,6 +36,26 @@ static inline uint32_t v3_on(const v3masks_t *MK, const v3dec_t *D, int64_t t) {
     return on;
 }
 
+/* The output passes' bookkeeping of lane k over a block of B steps (B <= W): x, r (the lane's column and
+ * row index at the block's first step) advance by B. Returns 0 when none of the block's samples is the
+ * lane's; else R gets [lo, hi) (the valid elements j: sample r W + x + j in [0, n_k W)), jc (the
+ * elements before the row end; the others go to the lane's next row) and the row y and column x0 of
+ * element 0. */
+typedef struct { int64_t lo, hi, jc, y, x0; } v3run_t;
+
+static inline int v3_lane_run(int64_t *x, int64_t *r, int64_t k, int64_t B, int64_t w, const int64_t *n, v3run_t *R) {
+    const int64_t x0 = *x, r0 = *r, q = r0 * w + x0;
+    *x += B;
+    if (*x >= w) { *x -= w; (*r)++; }
+    R->lo = q < 0 ? -q : 0;
+    R->hi = n[k] * w - q < B ? n[k] * w - q : B;
+    if (R->lo >= R->hi) return 0;
+    R->jc = w - x0 < B ? w - x0 : B;
+    R->y = k + V3_LANES * r0;
+    R->x0 = x0;
+    return 1;
+}
+
 /* The shared word stream of the kernels: read in place while at least 64 bytes remain (a step reads at
  * most 64); then from a zero-padded copy of the tail, stopping with an error if the stream runs out. */
 typedef struct { const uint8_t *wp, *wend, *real; uint8_t tail[12 * V3_LANES]; } v3words_t;

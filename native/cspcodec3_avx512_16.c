@@ -328,22 +328,13 @@ V3H_TARGET static inline void V3H(store_block)(__m512i px[16], int g, int64_t x[
                                                     int64_t w, __m512i PERM, uint8_t *dst) {
     V3H(transpose16)(px);
     for (int i = 0; i < 16; i++) {
-        const int64_t k = 16 * g + i, x0 = x[i], r0 = r[i];
-        x[i] += 16;
-        if (x[i] >= w) { x[i] -= w; r[i]++; }
-        /* valid elements j: sample q = r0 * w + x0 + j in [0, n_k * w) */
-        const int64_t q = r0 * w + x0;
-        int64_t lo = q < 0 ? -q : 0, hi = n[k] * w - q;
-        if (hi > 16) hi = 16;
-        if (lo >= hi) continue;
+        v3run_t R;
+        if (!v3_lane_run(&x[i], &r[i], 16 * g + i, 16, w, n, &R)) continue;
         const __m512i z = V3H_SQUEEZE(px[i], PERM);
-        /* elements before the row end go to row y = k + 32 r0, the others to the lane's next row */
-        const int64_t jc = w - x0 < 16 ? w - x0 : 16, y = k + V3_LANES * r0;
-        const int64_t a1 = lo, b1 = hi < jc ? hi : jc;
-        uint8_t *base = dst + (y * w + x0) * 3;
-        if (a1 < b1) _mm512_mask_storeu_epi8(base, (__mmask64)(((1ull << (3 * b1)) - 1) & ~((1ull << (3 * a1)) - 1)), z);
-        const int64_t a2 = lo > jc ? lo : jc;
-        if (a2 < hi) _mm512_mask_storeu_epi8(base + (V3_LANES * w - w) * 3, (__mmask64)(((1ull << (3 * hi)) - 1) & ~((1ull << (3 * a2)) - 1)), z);
+        uint8_t *base = dst + (R.y * w + R.x0) * 3;
+        const int64_t b1 = R.hi < R.jc ? R.hi : R.jc, a2 = R.lo > R.jc ? R.lo : R.jc;
+        if (R.lo < b1) _mm512_mask_storeu_epi8(base, (__mmask64)(((1ull << (3 * b1)) - 1) & ~((1ull << (3 * R.lo)) - 1)), z);
+        if (a2 < R.hi) _mm512_mask_storeu_epi8(base + (V3_LANES * w - w) * 3, (__mmask64)(((1ull << (3 * R.hi)) - 1) & ~((1ull << (3 * a2)) - 1)), z);
     }
 }
 
