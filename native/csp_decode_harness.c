@@ -1,14 +1,27 @@
 /* Tiny harness for memory checking the C decoder (tests/test_lossless_codec.py runs it under valgrind).
  *
- * Usage: csp_decode_harness FILE...   decodes every file (corrupt ones must fail cleanly) and
- * round-trips small synthetic 8- and 16-bit images of several shapes through the encoders (bitstream
- * versions 1, 2 and 3) and every decoder path the CPU has. Exit status 0 unless a round trip fails.
+ * Usage: csp_decode_harness FILE...   decodes every file through every decoder path the CPU has (corrupt
+ * ones must fail cleanly, and alike on every path) and round-trips small synthetic 8- and 16-bit images
+ * of several shapes through the encoders (bitstream versions 1, 2 and 3) and every decoder path.
+ * Exit status 0 unless a round trip fails (1) or two paths disagree on a file (3).
  */
 #include "cspcodec.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The csp_decode_ex flags of every decoder path this CPU has, once each (the best first, then AVX-512
+ * without VBMI, AVX2, scalar); returns how many. */
+static int decoder_paths(int flags[4]) {
+    const int avx512 = csp_simd_available(), bw = csp_simd_bw_available(), avx2 = csp_simd_avx2_available();
+    const int all[4] = {0, CSP_NO_VBMI, CSP_NO_AVX512, CSP_NO_SIMD};
+    const int run[4] = {1, avx512 && bw, (avx512 || bw) && avx2, avx512 || bw || avx2};
+    int n = 0;
+    for (int f = 0; f < 4; f++)
+        if (run[f]) flags[n++] = all[f];
+    return n;
+}
 
 /* Encode a synthetic h x w x c image (bps 1 or 2) in `version`, decode it, compare. 0 when it matches. */
 static int roundtrip(int version, int bps, int64_t h, int64_t w, int64_t c) {
@@ -25,12 +38,9 @@ static int roundtrip(int version, int bps, int64_t h, int64_t w, int64_t c) {
         }
         int64_t m = (version == 3 ? csp_encode3 : version == 2 ? csp_encode2 : csp_encode)(img, h, w, c, bps, buf, cap);
         bad = m < 0;
-        /* every decoder path this CPU has (once each): the best, AVX-512 without VBMI, AVX2, scalar */
-        const int avx512 = csp_simd_available(), bw = csp_simd_bw_available(), avx2 = csp_simd_avx2_available();
-        const int flags[4] = {0, CSP_NO_VBMI, CSP_NO_AVX512, CSP_NO_SIMD};
-        const int run[4] = {1, avx512 && bw, (avx512 || bw) && avx2, avx512 || bw || avx2};
-        for (int f = 0; !bad && f < 4; f++) {
-            if (!run[f]) continue;
+        int flags[4];
+        const int np = decoder_paths(flags);
+        for (int f = 0; !bad && f < np; f++) {
             memset(back, 0xA5, bytes);
             bad = csp_decode_ex(buf, m, back, (int64_t)bytes, flags[f]) != 0 || memcmp(img, back, bytes) != 0;
         }
@@ -54,9 +64,20 @@ int main(int argc, char **argv) {
         int64_t h, w, c; int bps;
         int rc = csp_decode_info(data, n, &h, &w, &c, &bps);
         if (rc == 0 && h * w * c * bps <= (1 << 26)) {
-            void *out = malloc((size_t)(h * w * c * bps));
-            rc = out ? csp_decode(data, n, out, h * w * c * bps) : CSP_E_NOMEM;
-            free(out);
+            /* every path: the same verdict, and the same samples where the stream decodes */
+            const size_t bytes = (size_t)(h * w * c * bps);
+            uint8_t *out = (uint8_t *)malloc(bytes), *other = (uint8_t *)malloc(bytes);
+            int flags[4];
+            const int np = decoder_paths(flags);
+            rc = out && other ? csp_decode(data, n, out, (int64_t)bytes) : CSP_E_NOMEM;
+            for (int f = 1; out && other && f < np; f++) {
+                const int r = csp_decode_ex(data, n, other, (int64_t)bytes, flags[f]);
+                if ((r == 0) != (rc == 0) || (r == 0 && memcmp(out, other, bytes) != 0)) {
+                    fprintf(stderr, "%s: decoder path %d gives %d, the default path %d\n", argv[i], flags[f], r, rc);
+                    return 3;
+                }
+            }
+            free(out); free(other);
         }
         printf("%s %d\n", argv[i], rc);
         free(data);

@@ -42,8 +42,8 @@ int csp_decode_info(const uint8_t *src, int64_t n, int64_t *h, int64_t *w, int64
 /* Decode a stream into dst (h * w * c samples of bps bytes; dst_bytes must match exactly). */
 int csp_decode(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes);
 
-/* Flag of csp_encode_ex / csp_decode_ex: use the portable scalar code, not the AVX-512 kernels (tests
- * compare both; the output is the same). */
+/* Flag of csp_encode_ex / csp_decode_ex: use the portable scalar code, not the AVX-512 or AVX2 kernels
+ * (tests compare them; the output is the same). */
 #define CSP_NO_SIMD 1
 /* Flag of csp_decode_ex: decode version 3 with the AVX-512 kernel variants that need only AVX-512
  * F/BW/VL/DQ/CD (what CPUs without VBMI/VBMI2 run) even where VBMI is present (tests compare them). */
