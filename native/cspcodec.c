@@ -655,6 +655,14 @@ int csp_decode(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes) {
     return csp_decode_ex(src, n, dst, dst_bytes, 0);
 }
 
+int csp_decode_to(const uint8_t *src, int64_t n, void *dst, int64_t h, int64_t w, int64_t c, int bps, int flags) {
+    int64_t sh, sw, sc; int sb;
+    const int rc = csp_decode_info(src, n, &sh, &sw, &sc, &sb);
+    if (rc) return rc;
+    if (sh != h || sw != w || sc != c || sb != bps) return CSP_E_OUTSIZE;
+    return csp_decode_ex(src, n, dst, h * w * c * bps, flags);
+}
+
 int csp_decode_ex(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, int flags) {
     int64_t h, w, c; int bps, xform;
     if (src && n >= HEADER_SIZE && src[4] == 2) return csp_decode2(src, n, dst, dst_bytes);

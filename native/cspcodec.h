@@ -59,6 +59,10 @@ int64_t csp_encode_ex(const void *src, int64_t h, int64_t w, int64_t c, int bps,
 /* csp_decode with flags. */
 int csp_decode_ex(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, int flags);
 
+/* csp_decode_ex into dst of exactly h x w x c samples of bps bytes: CSP_E_OUTSIZE, without decoding, when
+ * the (valid) stream holds another shape or sample size (equal byte counts are not enough). */
+int csp_decode_to(const uint8_t *src, int64_t n, void *dst, int64_t h, int64_t w, int64_t c, int bps, int flags);
+
 /* 1 when this CPU runs the AVX-512 kernels (version 3 decoder for 32-lane planes, model analysis), else 0. */
 int csp_simd_available(void);
 

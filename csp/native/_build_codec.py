@@ -31,6 +31,7 @@ int64_t csp_encode3(const void *src, int64_t h, int64_t w, int64_t c, int bps, u
 int64_t csp_encode_ex(const void *src, int64_t h, int64_t w, int64_t c, int bps, uint8_t *dst, int64_t cap,
                       int version, int flags);
 int csp_decode_ex(const uint8_t *src, int64_t n, void *dst, int64_t dst_bytes, int flags);
+int csp_decode_to(const uint8_t *src, int64_t n, void *dst, int64_t h, int64_t w, int64_t c, int bps, int flags);
 int csp_simd_available(void);
 int csp_simd_bw_available(void);
 int csp_simd_avx2_available(void);

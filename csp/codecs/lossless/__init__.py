@@ -19,7 +19,8 @@ import numpy as np
 from csp.codecs.lossless import reference, reference_v2, reference_v3
 from csp.codecs.lossless.reference import MAGIC, VERSION, parse_header
 
-__all__ = ["DEFAULT_VERSION", "IMPLEMENTATION", "MAGIC", "VERSION", "decode", "encode", "implementations", "stream_info"]
+__all__ = ["DEFAULT_VERSION", "IMPLEMENTATION", "MAGIC", "VERSION", "decode", "decode_into", "encode", "implementations",
+           "stream_info"]
 
 
 def _load_fast() -> tuple[str, ModuleType]:
@@ -88,6 +89,28 @@ def decode(data: bytes | bytearray | memoryview | np.ndarray, out: np.ndarray | 
             return out
         return tile
     return _IMPL.decode(data, out)
+
+
+def decode_into(data: bytes | bytearray | memoryview | np.ndarray,
+                out: np.ndarray) -> tuple[tuple[int, int, int], np.dtype] | None:
+    """Decode a stream into ``out`` (C-contiguous, writeable) when it holds exactly ``out``'s shape and
+    dtype, and return None; else leave ``out`` untouched and return the stream's ``((H, W, C), dtype)``.
+
+    The read path's call: with the C extension the header is checked against ``out`` and the tile
+    decoded in one call.
+
+    Raises
+    ------
+    CodecError
+        The stream is corrupt or truncated.
+    """
+    if IMPLEMENTATION == "c":
+        return _IMPL.decode_into(data, out)
+    shape, dtype = stream_info(data)
+    if shape != out.shape or dtype != out.dtype:
+        return shape, dtype
+    decode(data, out)
+    return None
 
 
 def stream_info(data: bytes | bytearray | memoryview | np.ndarray) -> tuple[tuple[int, int, int], np.dtype]:

@@ -13,7 +13,7 @@ from csp.codecs.lossless.reference import check_tile
 from csp.errors import CodecError
 from csp.native._cspcodec import ffi, lib  # ImportError when the extension was not built
 
-__all__ = ["SIMD", "SIMD_AVX2", "SIMD_BW", "decode", "decode_info", "encode"]
+__all__ = ["SIMD", "SIMD_AVX2", "SIMD_BW", "decode", "decode_info", "decode_into", "encode"]
 
 #: True when this CPU runs the AVX-512 kernels (decoder of bitstream version 3 for planes at least 64
 #: samples wide; the encoder's model analysis): AVX-512 F/BW/VL/DQ/CD with VBMI and VBMI2
@@ -35,6 +35,9 @@ _ERRORS = {
     -8: "corrupt csp stream: decoded sample out of range",
     -9: "destination buffer has the wrong size",
 }
+
+
+_E_OUTSIZE = -9  #: CSP_E_OUTSIZE: the stream holds another shape than the destination
 
 
 def _error(code: int) -> CodecError:
@@ -75,6 +78,55 @@ def decode_info(data: bytes | bytearray | memoryview | np.ndarray) -> tuple[tupl
     return (int(hwc[0]), int(hwc[1]), int(hwc[2])), np.dtype(np.uint8 if bps[0] == 1 else np.uint16)
 
 
+def _flags(simd: bool | str) -> int:
+    if simd == "avx512bw":
+        if not SIMD_BW:
+            raise CodecError(None, "csp codec (C): this CPU has no AVX-512 F/BW/VL/DQ/CD")
+        return int(lib.CSP_NO_VBMI)
+    if simd == "avx2":
+        if not SIMD_AVX2:
+            raise CodecError(None, "csp codec (C): this CPU has no AVX2")
+        return int(lib.CSP_NO_AVX512)
+    if simd is True or simd is False:
+        return 0 if simd else int(lib.CSP_NO_SIMD)
+    raise CodecError(None, f"csp codec (C): unknown SIMD choice {simd!r}")
+
+
+_SAMPLE_BYTES = {np.dtype(np.uint8): 1, np.dtype(np.uint16): 2}
+
+
+def decode_into(data: bytes | bytearray | memoryview | np.ndarray, out: np.ndarray, *,
+                simd: bool | str = True) -> tuple[tuple[int, int, int], np.dtype] | None:
+    """Decode a stream into ``out`` when it holds exactly ``out``'s shape and dtype; return None then.
+
+    Otherwise ``out`` is left untouched and the stream's ``((H, W, C), dtype)`` is returned (the header
+    is valid), so that a caller can place a smaller tile itself. One call into C checks the header
+    against ``out`` and decodes (the read path's common case parses the header once). ``out`` must be
+    C-contiguous and writeable; ``simd`` as in :func:`decode`.
+
+    Raises
+    ------
+    CodecError
+        The stream is corrupt or truncated, or ``out`` is not a writeable C-contiguous array.
+    """
+    flags = _flags(simd)
+    bps = _SAMPLE_BYTES.get(out.dtype)
+    if (bps is None or out.ndim != 3 or not out.flags.c_contiguous or not out.flags.writeable
+            or out.dtype.byteorder == ">"):
+        shape, dtype = decode_info(data)
+        if out.shape == shape and out.dtype == dtype:
+            raise CodecError(None, "csp codec: out must be a writeable C-contiguous array")
+        return shape, dtype
+    buf = ffi.from_buffer(data)
+    h, w, c = out.shape
+    rc = lib.csp_decode_to(buf, len(buf), ffi.from_buffer(out), h, w, c, bps, flags)
+    if rc == _E_OUTSIZE:
+        return decode_info(data)
+    if rc < 0:
+        raise _error(rc)
+    return None
+
+
 def decode(data: bytes | bytearray | memoryview | np.ndarray, out: np.ndarray | None = None,
            *, simd: bool | str = True) -> np.ndarray:
     """Decode a stream to its ``(H, W, C)`` tile, into ``out`` (C-contiguous, matching) if given.
@@ -83,23 +135,15 @@ def decode(data: bytes | bytearray | memoryview | np.ndarray, out: np.ndarray | 
     AVX-512 kernel variants that CPUs without VBMI/VBMI2 run (needs :data:`SIMD_BW`), ``simd="avx2"``
     the kernel of CPUs without AVX-512 (needs :data:`SIMD_AVX2`). By
     default the best path this CPU has is used; all give the same result, which the tests check."""
-    if simd == "avx512bw":
-        if not SIMD_BW:
-            raise CodecError(None, "csp codec (C): this CPU has no AVX-512 F/BW/VL/DQ/CD")
-        flags = lib.CSP_NO_VBMI
-    elif simd == "avx2":
-        if not SIMD_AVX2:
-            raise CodecError(None, "csp codec (C): this CPU has no AVX2")
-        flags = lib.CSP_NO_AVX512
-    elif simd is True or simd is False:
-        flags = 0 if simd else lib.CSP_NO_SIMD
-    else:
-        raise CodecError(None, f"csp codec (C): unknown SIMD choice {simd!r}")
+    if out is not None:
+        held = decode_into(data, out, simd=simd)
+        if held is not None:
+            shape, dtype = held
+            raise CodecError(None, f"csp codec: stream holds {shape} {dtype}, out is {out.shape} {out.dtype}")
+        return out
+    flags = _flags(simd)
     shape, dtype = decode_info(data)
-    if out is None:
-        out = np.empty(shape, dtype)
-    elif out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous or not out.flags.writeable:
-        raise CodecError(None, f"csp codec: stream holds {shape} {dtype}, out is {out.shape} {out.dtype}")
+    out = np.empty(shape, dtype)
     buf = ffi.from_buffer(data)
     rc = lib.csp_decode_ex(buf, len(buf), ffi.from_buffer(out), out.nbytes, flags)
     if rc < 0:

@@ -28,10 +28,10 @@ class CspTileCodec(TileCodec):
     id: ClassVar[str] = "csp"
 
     def _decode_into(self, mv: memoryview, out: np.ndarray) -> None:
-        shape, dtype = lossless.stream_info(mv)
-        if shape == out.shape and dtype == out.dtype:
-            lossless.decode(mv, out)
+        held = lossless.decode_into(mv, out)  # the common case: one call, the header parsed once
+        if held is None:
             return
+        shape, dtype = held
         if dtype != out.dtype:
             raise CodecError(None, f"csp tile holds {dtype} samples, the array stores {out.dtype}")
         if shape[0] > out.shape[0] or shape[1] > out.shape[1] or shape[2] != out.shape[2]:
