@@ -24,7 +24,7 @@ bench: $(VENV)/.csp-installed  # all side-by-side benchmarks (tens of minutes), 
 	$(PY) benchmarks/bench_read.py
 	$(PY) benchmarks/bench_convert.py
 	$(PY) benchmarks/bench_archive.py
-	$(PY) benchmarks/bench_codec.py --json benchmarks/results/codec.json
+	$(PY) benchmarks/bench_codec.py --repeat 5 --runs 3 --json benchmarks/results/codec.json
 	$(PY) benchmarks/report.py
 
 clean:

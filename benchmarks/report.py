@@ -173,6 +173,8 @@ def generic_section(title: str, data: dict[str, Any]) -> list[str]:
         out += [data["description"], ""]
     for name, t in data.get("tables", {}).items():
         out += [f"### {name}", ""] + _table(t["rows"], t["columns"]) + [""]
+    if data.get("targets_markdown"):  # bench_codec.py: the targets over its runs
+        out += [str(data["targets_markdown"]).rstrip(), ""]
     return out
 
 
